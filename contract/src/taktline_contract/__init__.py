@@ -1,0 +1,16 @@
+"""Taktline's MQTT contract, shared by edge, cloud and simulators.
+
+Everything that crosses the broker is defined here once: the Sparkplug B 3.0 topic namespace
+and payload codec, the primary host STATE message, and the names of the metrics that carry
+production meaning (counters, machine state).
+
+Exceptions::
+
+    ContractError
+    ├── TopicError          a topic outside the Sparkplug namespace
+    └── PayloadError        bytes that are not a valid Sparkplug payload / STATE message
+"""
+
+from taktline_contract.errors import ContractError, PayloadError, TopicError
+
+__all__ = ["ContractError", "PayloadError", "TopicError"]
