@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 import pytest
 
@@ -37,12 +37,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@overload
 async def wait_for(
-    condition: Callable[[], T | Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
-) -> T:
+    condition: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ..., what: str = ...
+) -> T: ...
+@overload
+async def wait_for(
+    condition: Callable[[], T], timeout: float = ..., interval: float = ..., what: str = ...
+) -> T: ...
+async def wait_for(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
     """Poll `condition` until it returns a truthy value; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: T | None = None
+    last: Any = None
     while True:
         result = condition()
         if isinstance(result, Awaitable):
