@@ -1,4 +1,4 @@
-"""Fixtures for every tier. Services: see tests/support.py (fail in CI, skip locally when missing)."""
+"""Fixtures for every tier; services are in tests/support.py (fail in CI, skip locally)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def missing_service(what: str) -> None:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers that cannot bind 0)."""
+    """A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 themselves)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -39,7 +39,10 @@ def free_port() -> int:
 
 @overload
 async def wait_for(
-    condition: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ..., what: str = ...
+    condition: Callable[[], Awaitable[T]],
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
 ) -> T: ...
 @overload
 async def wait_for(
@@ -48,7 +51,7 @@ async def wait_for(
 async def wait_for(
     condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> Any:
-    """Poll `condition` until it returns a truthy value; fail with `what` after `timeout` seconds."""
+    """Poll `condition` until it is truthy; fail naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -59,11 +62,15 @@ async def wait_for(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: last {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or condition}: last {last!r}"
+            )
         await asyncio.sleep(interval)
 
 
-def wait_for_sync(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+def wait_for_sync(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Blocking variant of `wait_for`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -71,13 +78,15 @@ def wait_for_sync(condition: Callable[[], T], timeout: float = 10.0, interval: f
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: last {result!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or condition}: last {result!r}"
+            )
         time.sleep(interval)
 
 
 @dataclass
 class Mosquitto:
-    """A private mosquitto broker on a free loopback port, restartable (same port) for outage tests."""
+    """A private mosquitto on a free loopback port, restartable on the same port (outages)."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
@@ -93,7 +102,9 @@ class Mosquitto:
             f"persistence_location {self.workdir}/\nlog_dest file {self.workdir}/mosquitto.log\n"
             f"max_queued_messages 100000\n{self.extra_config}\n"
         )
-        self.process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         wait_for_sync(self._accepting, timeout=10, what=f"mosquitto on port {self.port}")
 
     def stop(self) -> None:

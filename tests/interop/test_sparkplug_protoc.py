@@ -24,7 +24,11 @@ def _protoc() -> str:
 
 def _run_protoc(*args: str, data: bytes) -> str:
     result = subprocess.run(
-        [_protoc(), f"--proto_path={HERE}", *args], input=data, capture_output=True, check=False, timeout=30
+        [_protoc(), f"--proto_path={HERE}", *args],
+        input=data,
+        capture_output=True,
+        check=False,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
@@ -43,7 +47,9 @@ def test_protoc_decodes_our_payload_with_the_specification_schema() -> None:
         seq=17,
     )
     text = _run_protoc(
-        "--decode=org.eclipse.tahu.protobuf.Payload", "sparkplug_b.proto", data=encode_payload(payload)
+        "--decode=org.eclipse.tahu.protobuf.Payload",
+        "sparkplug_b.proto",
+        data=encode_payload(payload),
     )
     assert f"timestamp: {int(NOW.timestamp() * 1000)}" in text
     assert "seq: 17" in text
@@ -61,10 +67,15 @@ def test_we_decode_what_protoc_encodes_from_text() -> None:
     text = (
         "timestamp: 1764000000000 seq: 3 "
         'metrics { name: "Production/ScrapCount" alias: 9 datatype: 7 int_value: 12 } '
-        'metrics { alias: 4 datatype: 9 float_value: 20.25 is_historical: true }'
+        "metrics { alias: 4 datatype: 9 float_value: 20.25 is_historical: true }"
     )
     result = subprocess.run(
-        [_protoc(), f"--proto_path={HERE}", "--encode=org.eclipse.tahu.protobuf.Payload", "sparkplug_b.proto"],
+        [
+            _protoc(),
+            f"--proto_path={HERE}",
+            "--encode=org.eclipse.tahu.protobuf.Payload",
+            "sparkplug_b.proto",
+        ],
         input=text.encode(),
         capture_output=True,
         check=True,
@@ -78,7 +89,9 @@ def test_we_decode_what_protoc_encodes_from_text() -> None:
 
 @pytest.mark.parametrize("kind", [DataType.UINT32, DataType.INT32])
 def test_protoc_raw_decode_shows_field_numbers_of_the_specification(kind: DataType) -> None:
-    raw = _run_protoc("--decode_raw", data=encode_payload(Payload.of(NOW, [Metric("x", kind, 5)], seq=1)))
-    # Payload.metrics = 2, Metric.name = 1, Metric.datatype = 4, Metric.int_value = 10, Payload.seq = 3
-    assert '2 {\n  1: "x"\n  4: %d\n  10: 5\n}' % int(kind) in raw
+    raw = _run_protoc(
+        "--decode_raw", data=encode_payload(Payload.of(NOW, [Metric("x", kind, 5)], seq=1))
+    )
+    # Payload.metrics = 2, Metric.name = 1, .datatype = 4, .int_value = 10; Payload.seq = 3
+    assert f'2 {{\n  1: "x"\n  4: {int(kind)}\n  10: 5\n}}' in raw
     assert "3: 1" in raw

@@ -55,7 +55,14 @@ def test_signed_integers_use_twos_complement_on_the_wire() -> None:
 
 @pytest.mark.parametrize(
     ("datatype", "value"),
-    [(DataType.UINT16, 65536), (DataType.INT8, 200), (DataType.UINT32, -1), (DataType.BOOLEAN, 1), (DataType.UINT32, True), (DataType.STRING, 3)],
+    [
+        (DataType.UINT16, 65536),
+        (DataType.INT8, 200),
+        (DataType.UINT32, -1),
+        (DataType.BOOLEAN, 1),
+        (DataType.UINT32, True),
+        (DataType.STRING, 3),
+    ],
 )
 def test_value_outside_its_datatype_is_refused(datatype: DataType, value: object) -> None:
     with pytest.raises(PayloadError, match="is not a"):
@@ -85,7 +92,14 @@ def test_topics_parse_and_format() -> None:
 
 @pytest.mark.parametrize(
     "topic",
-    ["spBv1.0/P/DDATA/GW", "spBv1.0/P/NDATA/GW/M1", "spAv1.0/P/NDATA/GW", "spBv1.0/P/XDATA/GW", "spBv1.0/P/DDATA/GW/M1/x", "spBv1.0/STATE"],
+    [
+        "spBv1.0/P/DDATA/GW",
+        "spBv1.0/P/NDATA/GW/M1",
+        "spAv1.0/P/NDATA/GW",
+        "spBv1.0/P/XDATA/GW",
+        "spBv1.0/P/DDATA/GW/M1/x",
+        "spBv1.0/STATE",
+    ],
 )
 def test_bad_topics_are_refused(topic: str) -> None:
     with pytest.raises(TopicError):

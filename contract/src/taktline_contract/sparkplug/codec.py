@@ -61,6 +61,15 @@ _OTHER_FIELDS: Final = {
 }
 
 
+_PYTHON_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
+    "float_value": (int, float),
+    "double_value": (int, float),
+    "boolean_value": bool,
+    "string_value": str,
+    "bytes_value": bytes,
+}
+
+
 def to_millis(moment: datetime) -> int:
     """Milliseconds since the Unix epoch of an aware datetime (Sparkplug timestamps)."""
     if moment.tzinfo is None:
@@ -101,7 +110,9 @@ class Payload:
     seq: int | None = None
 
     @classmethod
-    def of(cls, timestamp: datetime, metrics: Iterable[Metric], seq: int | None = None) -> "Payload":
+    def of(
+        cls, timestamp: datetime, metrics: Iterable[Metric], seq: int | None = None
+    ) -> "Payload":
         """Build a payload from any iterable of metrics."""
         return cls(timestamp, tuple(metrics), seq)
 
@@ -163,14 +174,10 @@ def _wire_value(metric: Metric) -> tuple[str, Value]:
     field_name = _OTHER_FIELDS.get(kind)
     if field_name is None:
         raise PayloadError(f"metric {label}: datatype {kind.name} is not supported")
-    expected: type | tuple[type, ...] = {
-        "float_value": (int, float),
-        "double_value": (int, float),
-        "boolean_value": bool,
-        "string_value": str,
-        "bytes_value": bytes,
-    }[field_name]
-    if not isinstance(value, expected) or (field_name != "boolean_value" and isinstance(value, bool)):
+    expected = _PYTHON_TYPES[field_name]
+    if not isinstance(value, expected) or (
+        field_name != "boolean_value" and isinstance(value, bool)
+    ):
         raise PayloadError(f"metric {label}: {value!r} is not a {kind.name}")
     return field_name, value
 
@@ -216,5 +223,5 @@ def _read_value(message: Any, datatype: DataType, label: str) -> Value:
     field = _OTHER_FIELDS[datatype]
     if which != field:
         raise PayloadError(f"metric {label}: {datatype.name} carried in {which}")
-    value: Value = getattr(message, field)
-    return value
+    decoded: Value = getattr(message, field)
+    return decoded

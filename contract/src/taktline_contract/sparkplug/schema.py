@@ -99,7 +99,9 @@ _MESSAGES: Final[dict[str, list[_FieldSpec]]] = {
 
 
 def _build_file() -> descriptor_pb2.FileDescriptorProto:
-    file = descriptor_pb2.FileDescriptorProto(name="sparkplug_b.proto", package=PACKAGE, syntax="proto2")
+    file = descriptor_pb2.FileDescriptorProto(
+        name="sparkplug_b.proto", package=PACKAGE, syntax="proto2"
+    )
     protos: dict[str, descriptor_pb2.DescriptorProto] = {}
     for full_name in sorted(_MESSAGES, key=lambda n: n.count(".")):
         parent, _, short = full_name.rpartition(".")
@@ -108,7 +110,9 @@ def _build_file() -> descriptor_pb2.FileDescriptorProto:
         protos[full_name] = proto
         oneofs: list[str] = []
         for name, number, kind, repeated, oneof in _MESSAGES[full_name]:
-            field = proto.field.add(name=name, number=number, label=_REPEATED if repeated else _OPTIONAL)
+            field = proto.field.add(
+                name=name, number=number, label=_REPEATED if repeated else _OPTIONAL
+            )
             if kind in _T:
                 field.type = _T[kind]
             else:
@@ -128,7 +132,9 @@ def _message_classes() -> tuple[Any, Any]:
     pool = descriptor_pool.DescriptorPool()
     pool.Add(_build_file())
     payload = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.Payload"))
-    metric = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.Payload.Metric"))
+    metric = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{PACKAGE}.Payload.Metric")
+    )
     return payload, metric
 
 

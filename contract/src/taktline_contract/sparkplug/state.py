@@ -1,4 +1,4 @@
-"""Primary host STATE messages (Sparkplug 3.0): retained JSON ``{"online": bool, "timestamp": ms}``."""
+"""Primary host STATE messages (Sparkplug 3.0): retained JSON ``{"online", "timestamp"}``."""
 
 import json
 from dataclasses import dataclass
@@ -30,6 +30,10 @@ def decode_state(raw: bytes) -> HostState:
     if not isinstance(body, dict):
         raise PayloadError("STATE payload must be a JSON object")
     online, timestamp = body.get("online"), body.get("timestamp")
-    if not isinstance(online, bool) or not isinstance(timestamp, int) or isinstance(timestamp, bool):
+    if (
+        not isinstance(online, bool)
+        or not isinstance(timestamp, int)
+        or isinstance(timestamp, bool)
+    ):
         raise PayloadError("STATE payload needs a boolean 'online' and an integer 'timestamp'")
     return HostState(online, from_millis(timestamp))

@@ -42,7 +42,8 @@ class Topic:
             if part is not None:
                 _check_id(part)
         if self.message_type.is_device != (self.device_id is not None):
-            raise TopicError(f"{self.message_type} topics must {'' if self.message_type.is_device else 'not '}name a device")
+            must = "must" if self.message_type.is_device else "must not"
+            raise TopicError(f"{self.message_type} topics {must} name a device")
 
     def __str__(self) -> str:
         tail = f"/{self.device_id}" if self.device_id is not None else ""

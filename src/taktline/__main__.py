@@ -1,0 +1,5 @@
+"""`python -m taktline`."""
+
+from taktline.cli import main
+
+raise SystemExit(main())
