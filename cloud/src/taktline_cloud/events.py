@@ -1,0 +1,35 @@
+"""Domain events the core returns to the adapters (websocket fan-out)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+MACHINE_UPDATED = "machine.updated"
+WORK_ORDER_UPDATED = "work_order.updated"
+STOCK_UPDATED = "stock.updated"
+PROMISE_CHANGED = "promise.changed"
+POSTING = "posting"
+NODE_UPDATED = "node.updated"
+SNAPSHOT = "snapshot"
+
+
+def iso_utc(at: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a "Z": 2026-11-24T19:40:00.123Z."""
+    utc = at.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that changed; `data` is JSON-ready (Decimal as str, datetime as ISO "…Z")."""
+
+    type: str
+    data: Mapping[str, Any]
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The websocket message: {"type", "at", "data"}."""
+        return {"type": self.type, "at": iso_utc(self.at), "data": dict(self.data)}

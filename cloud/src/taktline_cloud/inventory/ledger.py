@@ -1,0 +1,56 @@
+"""Stock moves and the balances they imply (pure)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from taktline_cloud.errors import Invalid
+from taktline_cloud.production.posting import PlannedMove
+
+BalanceKey = tuple[str, str]
+"""(item, location)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One ledger entry: `quantity` of `item` went from one location to another."""
+
+    item: str
+    from_location: str
+    to_location: str
+    quantity: Decimal
+    reason: str
+    reference: str
+    at: datetime
+
+    def __post_init__(self) -> None:
+        if self.quantity <= 0:
+            raise Invalid(f"stock move of {self.item}: quantity must be > 0, got {self.quantity}")
+        if self.from_location == self.to_location:
+            raise Invalid(f"stock move of {self.item}: from and to are both {self.to_location}")
+
+    @classmethod
+    def planned(cls, planned: PlannedMove, reference: str, at: datetime) -> Move:
+        """The ledger entry for a move the posting rule planned."""
+        return cls(
+            planned.item,
+            planned.from_location,
+            planned.to_location,
+            planned.quantity,
+            planned.reason,
+            reference,
+            at,
+        )
+
+
+def balance_changes(moves: Iterable[Move]) -> dict[BalanceKey, Decimal]:
+    """Net change of on-hand per (item, location) caused by `moves`."""
+    changes: defaultdict[BalanceKey, Decimal] = defaultdict(Decimal)
+    for move in moves:
+        changes[(move.item, move.from_location)] -= move.quantity
+        changes[(move.item, move.to_location)] += move.quantity
+    return dict(changes)

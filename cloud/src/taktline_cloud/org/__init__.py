@@ -1,0 +1,2 @@
+"""Organisation: the ISA-95 equipment hierarchy (group → company → plant → area → line → machine).
+"""

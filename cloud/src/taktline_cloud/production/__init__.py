@@ -1,0 +1,1 @@
+"""Production: counts from counter series, work orders and their posting."""

@@ -1,0 +1,135 @@
+"""Read models: the rows the REST API and the websocket show (frozen pydantic models).
+
+JSON form: Decimals as plain strings ("6000", "2.5"), datetimes as "2026-11-24T19:40:00.123Z".
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from taktline_cloud.events import iso_utc
+from taktline_cloud.inventory.quantities import plain
+
+Dec = Annotated[Decimal, PlainSerializer(plain, return_type=str, when_used="json")]
+UtcTime = Annotated[datetime, PlainSerializer(iso_utc, return_type=str, when_used="json")]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready dict (Decimal as str, datetime as ISO "…Z")."""
+        return self.model_dump(mode="json")
+
+
+class PlantRow(_Row):
+    """The plant the screen shows."""
+
+    code: str
+    name: str
+
+
+class MachineRow(_Row):
+    """A machine's current state and counters (latest samples)."""
+
+    code: str
+    name: str
+    line: str
+    state: str
+    """running | idle | down | unknown"""
+    online: bool
+    good_count: Dec | None
+    scrap_count: Dec | None
+    cycle_time_ms: Dec | None
+    temperature: Dec | None
+    updated_at: UtcTime | None
+
+
+class WorkOrderRow(_Row):
+    """A work order with its booked counts, rate and projected completion."""
+
+    number: str
+    item: str
+    line: str
+    status: str
+    quantity: Dec
+    good: Dec
+    scrap: Dec
+    progress: Dec
+    rate_per_hour: Dec | None
+    rate_basis: str | None
+    """measured | standard (None when no rate applies)"""
+    projected_completion: UtcTime | None
+    started_at: UtcTime | None
+    completed_at: UtcTime | None
+
+
+class StockRow(_Row):
+    """On-hand of an item at an internal location."""
+
+    item: str
+    name: str
+    location: str
+    on_hand: Dec
+    uom: str
+
+
+class LedgerRow(_Row):
+    """One entry of the stock ledger."""
+
+    id: int
+    at: UtcTime
+    item: str
+    from_location: str
+    to_location: str
+    quantity: Dec
+    reason: str
+    reference: str
+
+
+class SalesOrderLineRow(_Row):
+    """A sales order line with its current delivery promise."""
+
+    order: str
+    customer: str
+    line: int
+    item: str
+    quantity: Dec
+    requested_date: date
+    promised_at: UtcTime | None
+    promise_reason: str
+    at_risk: bool
+
+
+class PromiseRow(_Row):
+    """One promise given for a sales order line, when and why."""
+
+    order: str
+    line: int
+    promised_at: UtcTime | None
+    reason: str
+    at: UtcTime
+
+
+class NodeRow(_Row):
+    """Online status of an edge node (device None) or of one of its devices."""
+
+    edge_node: str
+    device: str | None
+    online: bool
+    since: UtcTime
+
+
+class Dashboard(_Row):
+    """Everything the big screen shows, in one document."""
+
+    plant: PlantRow
+    generated_at: UtcTime
+    machines: list[MachineRow]
+    work_orders: list[WorkOrderRow]
+    stock: list[StockRow]
+    sales_orders: list[SalesOrderLineRow]

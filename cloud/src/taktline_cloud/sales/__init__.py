@@ -1,0 +1,1 @@
+"""Sales: customers, sales orders and the delivery promises of their lines."""

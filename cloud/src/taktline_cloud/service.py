@@ -1,0 +1,820 @@
+"""The plant service: the core's one entry point for the adapters (MQTT host, REST, websockets).
+
+Each call is one transaction: samples in, counts derived, work orders posted, stock moved,
+promises re-timed, and the events that resulted handed back. The adapters call it from one
+worker thread, never concurrently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+from taktline_cloud.errors import Conflict, Invalid, NotFound
+from taktline_cloud.events import (
+    MACHINE_UPDATED,
+    NODE_UPDATED,
+    POSTING,
+    PROMISE_CHANGED,
+    STOCK_UPDATED,
+    WORK_ORDER_UPDATED,
+    Event,
+    iso_utc,
+)
+from taktline_cloud.historian.current import (
+    UNKNOWN_STATE,
+    Latest,
+    LatestKey,
+    as_decimal,
+    merge_latest,
+    newest,
+    state_name,
+)
+from taktline_cloud.historian.samples import Sample, SampleValue
+from taktline_cloud.inventory.ledger import BalanceKey, Move
+from taktline_cloud.inventory.quantities import canonical, plain
+from taktline_cloud.masterdata import load_plant
+from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
+from taktline_cloud.production.counters import checkpoint_holds, count_window
+from taktline_cloud.production.posting import OPENING, BomLine, Counts, PostingPlaces, plan_posting
+from taktline_cloud.production.rate import Rate, line_rate, time_to_make
+from taktline_cloud.production.work_orders import WorkOrder, WorkOrderStatus
+from taktline_cloud.readmodels import (
+    Dashboard,
+    LedgerRow,
+    MachineRow,
+    NodeRow,
+    PlantRow,
+    PromiseRow,
+    SalesOrderLineRow,
+    StockRow,
+    WorkOrderRow,
+)
+from taktline_cloud.sales.promise import Demand, Supply, promise_changed, promise_lines
+from taktline_cloud.storage import Database, Session
+from taktline_cloud.storage.session import SalesLine
+from taktline_contract.metrics import (
+    COUNTER_METRICS,
+    CYCLE_TIME_MS,
+    GOOD_COUNT,
+    MACHINE_STATE,
+    SCRAP_COUNT,
+    TEMPERATURE,
+)
+
+OPENING_REFERENCE = "OPENING"
+_FIRST_WORK_ORDER = 1001
+_WORK_ORDER_NUMBER = re.compile(r"^WO-(\d+)$")
+_PROGRESS_STEP = Decimal("0.001")
+_MAX_LEDGER_LIMIT = 10_000
+_NUMBER = re.compile(r"^\S{1,64}$")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _at_risk(promised_at: datetime | None, requested: date) -> bool:
+    return promised_at is None or promised_at.date() > requested
+
+
+def _ceil_second(at: datetime) -> datetime:
+    floor = at.replace(microsecond=0)
+    return floor if floor == at else floor + timedelta(seconds=1)
+
+
+def _exact(value: object, what: str) -> SampleValue:
+    """A sample value as the core stores it (numbers exact); Invalid for anything else."""
+    if value is None or isinstance(value, bool | str | Decimal):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    raise Invalid(f"{what}: unsupported value type {type(value).__name__}")
+
+
+def _check_sample(sample: Sample) -> Sample:
+    what = f"sample {sample.machine}/{sample.metric}"
+    if not sample.machine or not sample.metric:
+        raise Invalid(f"{what}: machine and metric must not be empty")
+    if sample.timestamp.tzinfo is None or sample.timestamp.utcoffset() is None:
+        raise Invalid(f"{what}: timestamp {sample.timestamp.isoformat()} has no time zone")
+    value = _exact(sample.value, what)
+    timestamp = sample.timestamp.astimezone(UTC)
+    if value is sample.value and sample.timestamp.tzinfo is UTC:
+        return sample
+    return Sample(sample.machine, sample.metric, timestamp, value, sample.is_historical)
+
+
+def _quantity(value: object, what: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise Invalid(f"{what} must be an exact decimal, got {type(value).__name__}")
+    quantity = Decimal(value)
+    if not quantity.is_finite() or quantity <= 0:
+        raise Invalid(f"{what} must be > 0, got {value}")
+    return quantity
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """A running work order with its line's current rate."""
+
+    order: WorkOrder
+    rate: Rate
+
+
+@dataclass
+class _Changes:
+    """The events of one unit of work, and the work order rows they show."""
+
+    now: datetime
+    events: list[Event] = field(default_factory=list)
+    shown: dict[str, WorkOrderRow] = field(default_factory=dict)
+
+    def add(self, type_: str, data: dict[str, Any]) -> None:
+        self.events.append(Event(type_, data, self.now))
+
+    def work_order(self, row: WorkOrderRow) -> None:
+        self.shown[row.number] = row
+        self.add(WORK_ORDER_UPDATED, row.to_json())
+
+
+class PlantService:
+    """The cloud core: commands, sample ingestion and read models over one database."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        rate_window: timedelta = timedelta(minutes=5),
+        min_rate_window: timedelta = timedelta(seconds=20),
+    ) -> None:
+        if min_rate_window <= timedelta(0) or rate_window < min_rate_window:
+            raise Invalid("rate windows: need 0 < min_rate_window <= rate_window")
+        self._db = db
+        self._clock = clock
+        self._rate_window = rate_window
+        self._min_rate_window = min_rate_window
+        self._model: PlantModel | None = None
+        # Work order rows as last sent, so a time-driven refresh sends only what changed.
+        self._shown: dict[str, WorkOrderRow] = {}
+
+    # --- time and master data ----------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise Invalid("the service clock must return an aware datetime (UTC)")
+        return now.astimezone(UTC)
+
+    def _plant(self, tx: Session) -> PlantModel | None:
+        if self._model is None:
+            self._model = tx.plant_model()
+        return self._model
+
+    def _require_plant(self, tx: Session) -> PlantModel:
+        model = self._plant(tx)
+        if model is None:
+            raise Invalid("no master data loaded yet")
+        return model
+
+    def load_master_data(self, path: Path) -> list[Event]:
+        """Load the plant file; loading it again changes nothing (opening stock is booked once)."""
+        plant = load_plant(path)
+        changes = _Changes(self._now())
+        now = changes.now
+        places = PostingPlaces(
+            production=plant.location_of_kind("production"),
+            components=plant.production.component_location,
+            finished=plant.production.finished_location,
+        )
+        plant_code = plant.organisation.plant.code
+        with self._db.transaction() as tx:
+            for node in plant.org_nodes():
+                tx.upsert_org_node(node)
+            for location in plant.locations:
+                tx.upsert_location(location.code, location.name, location.kind)
+            for item in plant.items:
+                tx.upsert_item(ItemRef(item.sku, item.name, item.kind, item.uom))
+            tx.upsert_plant(
+                plant_code,
+                plant.organisation.plant.name,
+                places,
+                plant.location_of_kind("inventory"),
+            )
+            for line in plant.lines:
+                ref = LineRef(
+                    line.code,
+                    line.name,
+                    line.gateway,
+                    line.work_centre.standard_rate_per_hour,
+                    tuple(MachineRef(m.code, m.name, line.code) for m in line.machines),
+                )
+                tx.upsert_line(plant_code, ref, line.work_centre.code)
+            for parent, entries in plant.boms.items():
+                tx.replace_bom(parent, [BomLine(e.component, e.quantity) for e in entries])
+            for customer in plant.customers:
+                tx.upsert_customer(customer.code, customer.name)
+            self._model = None
+            model = tx.plant_model()
+            if model is None:  # pragma: no cover - stored just above
+                raise Invalid("master data did not load")
+
+            opening = [
+                Move(
+                    s.item,
+                    model.inventory_location,
+                    s.location,
+                    s.quantity,
+                    OPENING,
+                    OPENING_REFERENCE,
+                    now,
+                )
+                for s in plant.opening_stock
+                if not tx.has_moves(s.item, s.location, OPENING)
+            ]
+            if opening:
+                tx.append_moves(opening)
+                self._stock_events(tx, model, _keys(opening), changes)
+            for order in plant.sales_orders:
+                if tx.sales_order_exists(order.number):
+                    continue  # its requested dates were fixed at the first load
+                lines = [
+                    (
+                        line.line,
+                        line.item,
+                        line.quantity,
+                        now.date() + timedelta(days=line.requested_in_days),
+                    )
+                    for line in order.lines
+                ]
+                tx.insert_sales_order(order.number, order.customer, now, lines)
+            for spec in plant.work_orders:
+                if tx.work_order(spec.number) is not None:
+                    continue
+                wo = WorkOrder(
+                    spec.number, spec.item, spec.line, spec.quantity, WorkOrderStatus.CREATED, now
+                )
+                tx.insert_work_order(wo)
+                changes.work_order(self._wo_row(wo, None, now))
+            self._promise(tx, model, self._running(tx, model, now), changes)
+        self._model = model
+        return self._done(changes)
+
+    # --- samples and status --------------------------------------------------------------------
+
+    def record_samples(self, samples: Sequence[Sample]) -> list[Event]:
+        """Store samples (a known key is a no-op), derive, post, re-promise; the events."""
+        batch = [_check_sample(s) for s in samples]
+        if not batch:
+            return []
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            if tx.insert_samples(batch) == 0:
+                return []  # all seen before: nothing can have changed
+            model = self._plant(tx)
+            if model is None:
+                return []
+            self._update_machines(tx, model, batch, changes)
+            counter_machines = {s.machine for s in batch if s.metric in COUNTER_METRICS}
+            lines = {
+                machine.line
+                for code in counter_machines
+                if (machine := model.machine(code)) is not None
+            }
+            if lines:
+                earliest = min(s.timestamp for s in batch if s.machine in counter_machines)
+                owners = [
+                    wo
+                    for wo in tx.work_orders(
+                        (WorkOrderStatus.RUNNING, WorkOrderStatus.COMPLETED), lines, lock=True
+                    )
+                    # A late sample may fall in a completed order's window: it corrects it.
+                    if wo.completed_at is None or wo.completed_at >= earliest
+                ]
+                posted = self._post_all(tx, model, owners, changes, _earliest(batch))
+                running = self._running(tx, model, changes.now)
+                for wo in posted:
+                    current = running.get(wo.number)
+                    rate = current.rate if current else None
+                    changes.work_order(self._wo_row(wo, rate, changes.now))
+                self._promise(tx, model, running, changes)
+        return self._done(changes)
+
+    def refresh(self) -> list[Event]:
+        """Time-driven recompute: rates decay when a line stops, promises follow."""
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._plant(tx)
+            if model is None:
+                return []
+            running_orders = tx.work_orders([WorkOrderStatus.RUNNING], lock=True)
+            self._post_all(tx, model, running_orders, changes)
+            running = self._running(tx, model, changes.now)
+            for current in running.values():
+                row = self._wo_row(current.order, current.rate, changes.now)
+                if self._shown.get(row.number) != row:
+                    changes.work_order(row)
+            self._promise(tx, model, running, changes)
+        return self._done(changes)
+
+    def record_node_status(
+        self, edge_node: str, device: str | None, online: bool, at: datetime
+    ) -> list[Event]:
+        """An edge node (device None) or one of its devices went online or offline at `at`."""
+        if not edge_node:
+            raise Invalid("edge node must not be empty")
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise Invalid(f"node status time {at.isoformat()} has no time zone")
+        at = at.astimezone(UTC)
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._plant(tx)
+            before = self._machine_rows(tx, model) if model else {}
+            known = {(n.edge_node, n.device): n for n in tx.node_statuses(edge_node)}
+            changed: list[NodeRow] = []
+            previous = known.get((edge_node, device))
+            if previous is None or previous.online != online:
+                changed.append(tx.set_node_status(edge_node, device, online, at))
+            if device is None and not online:
+                # A node's death takes its devices with it (Sparkplug NDEATH).
+                changed += [
+                    tx.set_node_status(edge_node, n.device, False, at)
+                    for n in known.values()
+                    if n.device is not None and n.online
+                ]
+            for row in changed:
+                changes.add(NODE_UPDATED, row.to_json())
+            if model is not None and changed:
+                for code, machine in self._machine_rows(tx, model).items():
+                    if before.get(code) != machine:
+                        changes.add(MACHINE_UPDATED, machine.to_json())
+        return self._done(changes)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def create_work_order(
+        self, item: str, quantity: Decimal, line: str, number: str | None = None
+    ) -> tuple[WorkOrderRow, list[Event]]:
+        """Create a work order (status created); number WO-n is chosen when not given."""
+        amount = _quantity(quantity, "work order quantity")
+        if number is not None and not _NUMBER.match(number):
+            raise Invalid(f"work order number {number!r}: 1-64 characters without spaces")
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            if item not in model.items:
+                raise Invalid(f"unknown item {item!r}")
+            if line not in model.lines:
+                raise Invalid(f"unknown line {line!r}")
+            number = number or _next_number(tx.work_order_numbers())
+            if tx.work_order(number) is not None:
+                raise Conflict(f"work order {number} already exists")
+            wo = WorkOrder(number, item, line, amount, WorkOrderStatus.CREATED, changes.now)
+            tx.insert_work_order(wo)
+            row = self._wo_row(wo, None, changes.now)
+            changes.work_order(row)
+        return row, self._done(changes)
+
+    def release_work_order(self, number: str) -> tuple[WorkOrderRow, list[Event]]:
+        """created → released."""
+        return self._move(number, WorkOrderStatus.RELEASED)
+
+    def start_work_order(self, number: str) -> tuple[WorkOrderRow, list[Event]]:
+        """released → running: from now on it owns its line's counts (one per line)."""
+        return self._move(number, WorkOrderStatus.RUNNING)
+
+    def complete_work_order(self, number: str) -> tuple[WorkOrderRow, list[Event]]:
+        """running → completed: counts are posted up to now, then the line is free."""
+        return self._move(number, WorkOrderStatus.COMPLETED)
+
+    def _move(self, number: str, target: WorkOrderStatus) -> tuple[WorkOrderRow, list[Event]]:
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            wo = tx.work_order(number, lock=True)
+            if wo is None:
+                raise NotFound(f"no work order {number!r}")
+            moved = wo.moved_to(target, changes.now)
+            if target is WorkOrderStatus.RUNNING:
+                _check_line_free(tx, moved)
+            tx.update_work_order(moved)
+            if target is WorkOrderStatus.COMPLETED:
+                posted = self._post_all(tx, model, [moved], changes)
+                moved = posted[0] if posted else moved
+            running = self._running(tx, model, changes.now)
+            current = running.get(number)
+            row = self._wo_row(moved, current.rate if current else None, changes.now)
+            changes.work_order(row)
+            self._promise(tx, model, running, changes)
+        return row, self._done(changes)
+
+    def _done(self, changes: _Changes) -> list[Event]:
+        """After the commit: remember the work order rows sent; the events."""
+        self._shown.update(changes.shown)
+        return changes.events
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def machines(self) -> list[MachineRow]:
+        """Every machine's current state and counters."""
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+            return list(self._machine_rows(tx, model).values()) if model else []
+
+    def nodes(self) -> list[NodeRow]:
+        """Online status of edge nodes and their devices."""
+        with self._db.transaction(write=False) as tx:
+            return tx.node_statuses()
+
+    def work_orders(self) -> list[WorkOrderRow]:
+        """Every work order, oldest first."""
+        now = self._now()
+        with self._db.transaction(write=False) as tx:
+            return self._wo_rows(tx, tx.work_orders(), now)
+
+    def work_order(self, number: str) -> WorkOrderRow:
+        """One work order; NotFound when there is none with this number."""
+        now = self._now()
+        with self._db.transaction(write=False) as tx:
+            wo = tx.work_order(number)
+            if wo is None:
+                raise NotFound(f"no work order {number!r}")
+            return self._wo_rows(tx, [wo], now)[0]
+
+    def stock(self) -> list[StockRow]:
+        """On-hand per item at every internal location."""
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+            return self._stock_rows(tx, model, None) if model else []
+
+    def ledger(self, item: str | None = None, limit: int = 200) -> list[LedgerRow]:
+        """The newest ledger entries (of one item, or all)."""
+        if isinstance(limit, bool) or not 1 <= limit <= _MAX_LEDGER_LIMIT:
+            raise Invalid(f"limit must be between 1 and {_MAX_LEDGER_LIMIT}, got {limit}")
+        with self._db.transaction(write=False) as tx:
+            return tx.ledger(item, limit)
+
+    def sales_orders(self) -> list[SalesOrderLineRow]:
+        """Every sales order line with its current promise."""
+        with self._db.transaction(write=False) as tx:
+            return [_sales_row(line) for line in tx.sales_lines()]
+
+    def promise_history(self, order: str, line: int) -> list[PromiseRow]:
+        """Every promise given for a sales order line, oldest first."""
+        with self._db.transaction(write=False) as tx:
+            history = tx.promise_history(order, line)
+        if history is None:
+            raise NotFound(f"no sales order line {order}/{line}")
+        return history
+
+    def dashboard(self) -> Dashboard:
+        """Everything the big screen shows."""
+        now = self._now()
+        with self._db.transaction(write=False) as tx:
+            model = self._require_plant(tx)
+            orders = [wo for wo in tx.work_orders() if wo.status is not WorkOrderStatus.CLOSED]
+            return Dashboard(
+                plant=PlantRow(code=model.code, name=model.name),
+                generated_at=now,
+                machines=list(self._machine_rows(tx, model).values()),
+                work_orders=self._wo_rows(tx, orders, now),
+                stock=self._stock_rows(tx, model, None),
+                sales_orders=[_sales_row(line) for line in tx.sales_lines()],
+            )
+
+    # --- derivation ----------------------------------------------------------------------------
+
+    def _machine_rows(
+        self, tx: Session, model: PlantModel, codes: Iterable[str] | None = None
+    ) -> dict[str, MachineRow]:
+        wanted = None if codes is None else set(codes)
+        machines = [m for m in model.machines if wanted is None or m.code in wanted]
+        latest = tx.latest_values([m.code for m in machines])
+        online = {(n.edge_node, n.device): n.online for n in tx.node_statuses()}
+        rows: dict[str, MachineRow] = {}
+        for machine in machines:
+            values = {metric: v for (code, metric), v in latest.items() if code == machine.code}
+            state = values.get(MACHINE_STATE)
+            rows[machine.code] = MachineRow(
+                code=machine.code,
+                name=machine.name,
+                line=machine.line,
+                state=state_name(state.value) if state else UNKNOWN_STATE,
+                online=online.get((model.lines[machine.line].gateway, machine.code), False),
+                good_count=_number(values, GOOD_COUNT),
+                scrap_count=_number(values, SCRAP_COUNT),
+                cycle_time_ms=_number(values, CYCLE_TIME_MS),
+                temperature=_number(values, TEMPERATURE),
+                updated_at=max((v.timestamp for v in values.values()), default=None),
+            )
+        return rows
+
+    def _update_machines(
+        self, tx: Session, model: PlantModel, batch: Sequence[Sample], changes: _Changes
+    ) -> None:
+        codes = {s.machine for s in batch if model.machine(s.machine) is not None}
+        if not codes:
+            return
+        incoming = newest(s for s in batch if s.machine in codes)
+        newer = merge_latest(tx.latest_values(codes), incoming)
+        if not newer:
+            return
+        touched = {machine for machine, _ in newer}
+        before = self._machine_rows(tx, model, touched)
+        tx.store_latest(newer)
+        for code, row in self._machine_rows(tx, model, touched).items():
+            # A newer timestamp with the same values (a rebirth) is not a change worth sending.
+            if before[code].model_copy(update={"updated_at": None}) != row.model_copy(
+                update={"updated_at": None}
+            ):
+                changes.add(MACHINE_UPDATED, row.to_json())
+
+    def _post_all(
+        self,
+        tx: Session,
+        model: PlantModel,
+        orders: Iterable[WorkOrder],
+        changes: _Changes,
+        arrived: Mapping[LatestKey, datetime] | None = None,
+    ) -> list[WorkOrder]:
+        """Post each order's counts; the orders that booked something.
+
+        `arrived`: the earliest new reading per (machine, metric) in this unit of work.
+        """
+        posted: list[WorkOrder] = []
+        stock_keys: set[BalanceKey] = set()
+        for wo in orders:
+            booked, moves = self._post(tx, model, wo, changes, arrived or {})
+            if booked is not None:
+                posted.append(booked)
+                stock_keys |= _keys(moves)
+        self._stock_events(tx, model, stock_keys, changes)
+        return posted
+
+    def _post(
+        self,
+        tx: Session,
+        model: PlantModel,
+        wo: WorkOrder,
+        changes: _Changes,
+        arrived: Mapping[LatestKey, datetime],
+    ) -> tuple[WorkOrder | None, list[Move]]:
+        """Book what the series says the order made minus what is booked already."""
+        line = model.lines.get(wo.line)
+        if wo.started_at is None or line is None:
+            return None, []
+        good = self._count(tx, wo, line.output_machine, GOOD_COUNT, arrived)
+        scrap = sum(
+            (self._count(tx, wo, m.code, SCRAP_COUNT, arrived) for m in line.machines),
+            Decimal(0),
+        )
+        posting = plan_posting(
+            work_order=wo.number,
+            item=wo.item,
+            produced=Counts(good, scrap),
+            booked=Counts(wo.good, wo.scrap),
+            bom=model.boms.get(wo.item, ()),
+            places=model.places,
+        )
+        if posting.empty:
+            return None, []
+        moves = [Move.planned(planned, wo.number, changes.now) for planned in posting.moves]
+        ledger = tx.append_moves(moves)
+        booked = wo.booked(good, scrap)
+        tx.update_work_order(booked)
+        changes.add(
+            POSTING,
+            {
+                "work_order": wo.number,
+                "good_delta": plain(posting.good_delta),
+                "scrap_delta": plain(posting.scrap_delta),
+                "moves": [row.to_json() for row in ledger],
+            },
+        )
+        return booked, moves
+
+    def _count(
+        self,
+        tx: Session,
+        wo: WorkOrder,
+        machine: str,
+        metric: str,
+        arrived: Mapping[LatestKey, datetime],
+    ) -> Decimal:
+        """Parts on one counter in the order's window, resumed from its checkpoint if it holds."""
+        assert wo.started_at is not None  # only started orders are posted
+        # A running order has no end yet: everything its line makes after its start is its
+        # output, even a sample stamped slightly ahead of this clock by the gateway's clock.
+        start, end = wo.started_at, wo.completed_at
+        checkpoint = tx.checkpoint(wo.number, machine, metric)
+        if checkpoint is not None and not checkpoint_holds(
+            checkpoint, end, arrived.get((machine, metric))
+        ):
+            checkpoint = None
+        origin = checkpoint.through if checkpoint else start
+        points = tx.counter_series(machine, metric, origin, end)
+        total, following = count_window(points, start, end, checkpoint)
+        if following is not None and following != checkpoint:
+            tx.save_checkpoint(wo.number, machine, metric, following)
+        return total
+
+    def _rate(self, tx: Session, model: PlantModel, wo: WorkOrder, now: datetime) -> Rate:
+        line = model.lines[wo.line]
+        assert wo.started_at is not None  # running orders have started
+        window_start = max(now - self._rate_window, wo.started_at)
+        output = tx.counter_series(line.output_machine, GOOD_COUNT, window_start, now)
+        return line_rate(
+            output,
+            started_at=wo.started_at,
+            now=now,
+            standard_per_hour=line.standard_rate_per_hour,
+            rate_window=self._rate_window,
+            min_rate_window=self._min_rate_window,
+        )
+
+    def _running(self, tx: Session, model: PlantModel, now: datetime) -> dict[str, _Running]:
+        return {
+            wo.number: _Running(wo, self._rate(tx, model, wo, now))
+            for wo in tx.work_orders([WorkOrderStatus.RUNNING])
+            if wo.line in model.lines and wo.started_at is not None
+        }
+
+    def _wo_row(self, wo: WorkOrder, rate: Rate | None, now: datetime) -> WorkOrderRow:
+        running = wo.status is WorkOrderStatus.RUNNING and rate is not None
+        projected = None
+        if running and rate is not None and rate.per_hour > 0:
+            projected = _ceil_second(now + time_to_make(wo.remaining, rate.per_hour))
+        progress = (wo.good / wo.quantity).quantize(_PROGRESS_STEP, rounding=ROUND_DOWN)
+        return WorkOrderRow(
+            number=wo.number,
+            item=wo.item,
+            line=wo.line,
+            status=str(wo.status),
+            quantity=canonical(wo.quantity),
+            good=canonical(wo.good),
+            scrap=canonical(wo.scrap),
+            progress=canonical(progress),
+            rate_per_hour=canonical(rate.per_hour) if running and rate else None,
+            rate_basis=str(rate.basis) if running and rate else None,
+            projected_completion=projected,
+            started_at=wo.started_at,
+            completed_at=wo.completed_at,
+        )
+
+    def _wo_rows(
+        self, tx: Session, orders: Sequence[WorkOrder], now: datetime
+    ) -> list[WorkOrderRow]:
+        model = self._plant(tx)
+        rows = []
+        for wo in orders:
+            rate = None
+            if (
+                model is not None
+                and wo.status is WorkOrderStatus.RUNNING
+                and wo.started_at is not None
+                and wo.line in model.lines
+            ):
+                rate = self._rate(tx, model, wo, now)
+            rows.append(self._wo_row(wo, rate, now))
+        return rows
+
+    def _stock_rows(
+        self, tx: Session, model: PlantModel, keys: Iterable[BalanceKey] | None
+    ) -> list[StockRow]:
+        kinds = tx.location_kinds()
+        balances = tx.balances()
+        wanted = balances.keys() if keys is None else keys
+        rows = [
+            StockRow(
+                item=item,
+                name=model.items[item].name if item in model.items else item,
+                location=location,
+                on_hand=canonical(balances.get((item, location), Decimal(0))),
+                uom=model.items[item].uom if item in model.items else "",
+            )
+            for item, location in wanted
+            if kinds.get(location) == "internal"
+        ]
+        return sorted(rows, key=lambda r: (r.location, r.item))
+
+    def _stock_events(
+        self, tx: Session, model: PlantModel, keys: Iterable[BalanceKey], changes: _Changes
+    ) -> None:
+        keys = list(keys)
+        if keys:
+            for row in self._stock_rows(tx, model, keys):
+                changes.add(STOCK_UPDATED, row.to_json())
+
+    def _promise(
+        self, tx: Session, model: PlantModel, running: dict[str, _Running], changes: _Changes
+    ) -> None:
+        """Re-promise every open line; store and announce only the promises that changed."""
+        by_item: dict[str, list[SalesLine]] = {}
+        for line in tx.sales_lines(open_only=True):
+            by_item.setdefault(line.item, []).append(line)
+        now = changes.now
+        for item, lines in by_item.items():
+            supplies = [
+                Supply(
+                    r.order.number,
+                    r.order.line,
+                    r.order.quantity,
+                    r.order.good,
+                    r.rate.per_hour,
+                    str(r.rate.basis),
+                )
+                for r in running.values()
+                if r.order.item == item
+            ]
+            demands = [
+                Demand(line.order, line.line, line.quantity, line.requested_date) for line in lines
+            ]
+            promises = promise_lines(
+                demands,
+                tx.on_hand(item, model.places.finished),
+                supplies,
+                now,
+            )
+            stored = {(line.order, line.line): line for line in lines}
+            for promise in promises:
+                line = stored[(promise.order, promise.line)]
+                if not promise_changed(line.promised_at, line.promise_kind, promise):
+                    continue
+                tx.record_promise(
+                    promise.order,
+                    promise.line,
+                    promised_at=promise.promised_at,
+                    kind=str(promise.kind),
+                    reason=promise.reason,
+                    at=now,
+                )
+                row = SalesOrderLineRow(
+                    order=line.order,
+                    customer=line.customer,
+                    line=line.line,
+                    item=line.item,
+                    quantity=canonical(line.quantity),
+                    requested_date=line.requested_date,
+                    promised_at=promise.promised_at,
+                    promise_reason=promise.reason,
+                    at_risk=promise.at_risk,
+                )
+                previous = iso_utc(line.promised_at) if line.promised_at else None
+                changes.add(PROMISE_CHANGED, {**row.to_json(), "previous_promised_at": previous})
+
+
+def _earliest(samples: Iterable[Sample]) -> dict[LatestKey, datetime]:
+    """The earliest timestamp per (machine, metric)."""
+    earliest: dict[LatestKey, datetime] = {}
+    for sample in samples:
+        key = (sample.machine, sample.metric)
+        if key not in earliest or sample.timestamp < earliest[key]:
+            earliest[key] = sample.timestamp
+    return earliest
+
+
+def _keys(moves: Iterable[Move]) -> set[BalanceKey]:
+    return {(m.item, loc) for m in moves for loc in (m.from_location, m.to_location)}
+
+
+def _number(values: dict[str, Latest], metric: str) -> Decimal | None:
+    latest = values.get(metric)
+    number = as_decimal(latest.value) if latest else None
+    return canonical(number) if number is not None and number.is_finite() else None
+
+
+def _sales_row(line: SalesLine) -> SalesOrderLineRow:
+    return SalesOrderLineRow(
+        order=line.order,
+        customer=line.customer,
+        line=line.line,
+        item=line.item,
+        quantity=canonical(line.quantity),
+        requested_date=line.requested_date,
+        promised_at=line.promised_at,
+        promise_reason=line.promise_reason,
+        at_risk=_at_risk(line.promised_at, line.requested_date),
+    )
+
+
+def _next_number(existing: Iterable[str]) -> str:
+    numbers = [int(m.group(1)) for n in existing if (m := _WORK_ORDER_NUMBER.match(n))]
+    return f"WO-{max(numbers, default=_FIRST_WORK_ORDER - 1) + 1}"
+
+
+def _check_line_free(tx: Session, wo: WorkOrder) -> None:
+    others = [
+        other.number
+        for other in tx.work_orders([WorkOrderStatus.RUNNING], [wo.line])
+        if other.number != wo.number
+    ]
+    if others:
+        raise Conflict(f"line {wo.line} is already running {', '.join(others)}")

@@ -1,0 +1,729 @@
+"""The session: every query the service runs, inside one transaction (SQL lives only here)."""
+
+from __future__ import annotations
+
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from taktline_cloud.errors import Conflict, StorageError
+from taktline_cloud.historian.current import Latest, LatestKey
+from taktline_cloud.historian.samples import Sample, SampleValue
+from taktline_cloud.inventory.ledger import BalanceKey, Move, balance_changes
+from taktline_cloud.org.hierarchy import OrgNode
+from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
+from taktline_cloud.production.counters import Checkpoint, CounterPoint
+from taktline_cloud.production.posting import BomLine, PostingPlaces
+from taktline_cloud.production.work_orders import WorkOrder, WorkOrderStatus
+from taktline_cloud.readmodels import LedgerRow, NodeRow, PromiseRow
+from taktline_cloud.storage.sql import (
+    Dialect,
+    to_date,
+    to_datetime,
+    to_datetime_or_none,
+    to_decimal,
+)
+
+_INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+_SAMPLE_COLUMNS = (
+    "machine",
+    "metric",
+    "ts",
+    "value_num",
+    "value_bool",
+    "value_text",
+    "is_historical",
+)
+
+
+class Executor(ABC):
+    """A connection of one backend: statements are written with `?` parameters."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+
+    @abstractmethod
+    def query(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a statement."""
+
+    @abstractmethod
+    def execute(self, statement: str, params: Sequence[object] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    @abstractmethod
+    def executemany(self, statement: str, rows: Sequence[Sequence[object]]) -> int:
+        """Run a statement once per parameter row; the number of rows changed in all."""
+
+    @abstractmethod
+    def transaction(self, write: bool) -> AbstractContextManager[None]:
+        """Commit at the end of the block, roll back when it raises."""
+
+    @abstractmethod
+    def try_execute(self, statements: list[str]) -> bool:
+        """Run statements in a savepoint; False (rolled back, logged) when one fails."""
+
+    @property
+    @abstractmethod
+    def usable(self) -> bool:
+        """False when the connection is broken and must be opened again."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    def extension_available(self, name: str) -> bool:
+        """True when PostgreSQL can install extension `name` (always False on SQLite)."""
+        if self.dialect.backend != "postgresql":
+            return False
+        return bool(self.query("SELECT 1 FROM pg_available_extensions WHERE name = ?", (name,)))
+
+    def insert_ignoring_duplicates(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+    ) -> int:
+        """Insert rows; a row whose key exists is skipped. Returns how many were inserted."""
+        placeholders = ", ".join("?" for _ in columns)
+        return self.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+            " ON CONFLICT DO NOTHING",
+            rows,
+        )
+
+
+def _sample_value(value: SampleValue) -> tuple[Decimal | None, bool | None, str | None]:
+    if isinstance(value, bool):
+        return None, value, None
+    if isinstance(value, Decimal):
+        return value, None, None
+    if isinstance(value, str):
+        return None, None, value
+    return None, None, None
+
+
+def _stored_value(number: Any, flag: Any, text: Any) -> SampleValue:
+    if number is not None:
+        return to_decimal(number)
+    if flag is not None:
+        return bool(flag)
+    if text is not None:
+        return str(text)
+    return None
+
+
+def _work_order(row: Sequence[Any]) -> WorkOrder:
+    try:
+        status = WorkOrderStatus(row[4])
+    except ValueError as exc:
+        raise StorageError(f"work order {row[0]} has unknown status {row[4]!r}") from exc
+    return WorkOrder(
+        number=row[0],
+        item=row[1],
+        line=row[2],
+        quantity=to_decimal(row[3]),
+        status=status,
+        created_at=to_datetime(row[5]),
+        released_at=to_datetime_or_none(row[6]),
+        started_at=to_datetime_or_none(row[7]),
+        completed_at=to_datetime_or_none(row[8]),
+        good=to_decimal(row[9]),
+        scrap=to_decimal(row[10]),
+    )
+
+
+_WO_COLUMNS = (
+    "number, item, line, quantity, status, created_at, released_at, started_at, completed_at,"
+    " good, scrap"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SalesLine:
+    """A sales order line with its current promise (as stored)."""
+
+    order: str
+    line: int
+    customer: str
+    item: str
+    quantity: Decimal
+    requested_date: date
+    promised_at: datetime | None
+    promise_kind: str | None
+    promise_reason: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> SalesLine:
+        """From the columns of `Session.sales_lines`."""
+        return cls(
+            order=row[0],
+            line=int(row[1]),
+            customer=row[2],
+            item=row[3],
+            quantity=to_decimal(row[4]),
+            requested_date=to_date(row[5]),
+            promised_at=to_datetime_or_none(row[6]),
+            promise_kind=row[7],
+            promise_reason=row[8],
+        )
+
+
+class Session:
+    """Queries and writes of one transaction."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self._x = executor
+
+    # --- master data -------------------------------------------------------------------------
+
+    def upsert_org_node(self, node: OrgNode) -> None:
+        """Insert or update one node of the hierarchy."""
+        parent_level = str(node.parent[0]) if node.parent else None
+        parent_code = node.parent[1] if node.parent else None
+        self._x.execute(
+            "INSERT INTO org_nodes (level, code, name, parent_level, parent_code)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (level, code) DO UPDATE SET name = excluded.name,"
+            " parent_level = excluded.parent_level, parent_code = excluded.parent_code",
+            (str(node.level), node.code, node.name, parent_level, parent_code),
+        )
+
+    def org_nodes(self) -> list[tuple[str, str, str, str | None, str | None]]:
+        """(level, code, name, parent level, parent code) of every node."""
+        return [
+            (r[0], r[1], r[2], r[3], r[4])
+            for r in self._x.query(
+                "SELECT level, code, name, parent_level, parent_code FROM org_nodes"
+                " ORDER BY level, code"
+            )
+        ]
+
+    def upsert_location(self, code: str, name: str, kind: str) -> None:
+        """Insert or update a stock location."""
+        self._x.execute(
+            "INSERT INTO locations (code, name, kind) VALUES (?, ?, ?) ON CONFLICT (code)"
+            " DO UPDATE SET name = excluded.name, kind = excluded.kind",
+            (code, name, kind),
+        )
+
+    def upsert_item(self, item: ItemRef) -> None:
+        """Insert or update an item."""
+        self._x.execute(
+            "INSERT INTO items (sku, name, kind, uom) VALUES (?, ?, ?, ?) ON CONFLICT (sku)"
+            " DO UPDATE SET name = excluded.name, kind = excluded.kind, uom = excluded.uom",
+            (item.sku, item.name, item.kind, item.uom),
+        )
+
+    def replace_bom(self, parent: str, lines: Sequence[BomLine]) -> None:
+        """Make the BOM of `parent` exactly `lines`."""
+        keep = [line.component for line in lines]
+        existing = {
+            r[0]
+            for r in self._x.query("SELECT component FROM bom_lines WHERE parent = ?", (parent,))
+        }
+        for component in existing - set(keep):
+            self._x.execute(
+                "DELETE FROM bom_lines WHERE parent = ? AND component = ?", (parent, component)
+            )
+        for line in lines:
+            self._x.execute(
+                "INSERT INTO bom_lines (parent, component, quantity) VALUES (?, ?, ?)"
+                " ON CONFLICT (parent, component) DO UPDATE SET quantity = excluded.quantity",
+                (parent, line.component, line.quantity),
+            )
+
+    def upsert_plant(
+        self, code: str, name: str, places: PostingPlaces, inventory_location: str
+    ) -> None:
+        """Insert or update the plant and where its lines draw and put stock."""
+        self._x.execute(
+            "INSERT INTO plants (code, name, component_location, finished_location,"
+            " production_location, inventory_location) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (code) DO UPDATE SET name = excluded.name,"
+            " component_location = excluded.component_location,"
+            " finished_location = excluded.finished_location,"
+            " production_location = excluded.production_location,"
+            " inventory_location = excluded.inventory_location",
+            (code, name, places.components, places.finished, places.production, inventory_location),
+        )
+
+    def upsert_line(self, plant: str, line: LineRef, work_centre: str) -> None:
+        """Insert or update a line and its machines (positions in flow order)."""
+        self._x.execute(
+            "INSERT INTO lines (code, name, plant, gateway, work_centre, standard_rate_per_hour)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET name = excluded.name,"
+            " plant = excluded.plant, gateway = excluded.gateway,"
+            " work_centre = excluded.work_centre,"
+            " standard_rate_per_hour = excluded.standard_rate_per_hour",
+            (line.code, line.name, plant, line.gateway, work_centre, line.standard_rate_per_hour),
+        )
+        for position, machine in enumerate(line.machines, start=1):
+            self._x.execute(
+                "INSERT INTO machines (code, name, line, position) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (code) DO UPDATE SET name = excluded.name, line = excluded.line,"
+                " position = excluded.position",
+                (machine.code, machine.name, line.code, position),
+            )
+
+    def upsert_customer(self, code: str, name: str) -> None:
+        """Insert or update a customer."""
+        self._x.execute(
+            "INSERT INTO customers (code, name) VALUES (?, ?)"
+            " ON CONFLICT (code) DO UPDATE SET name = excluded.name",
+            (code, name),
+        )
+
+    def plant_model(self) -> PlantModel | None:
+        """The master data the service works with (None before the first load)."""
+        plants = self._x.query(
+            "SELECT code, name, component_location, finished_location, production_location,"
+            " inventory_location FROM plants ORDER BY code"
+        )
+        if not plants:
+            return None
+        if len(plants) > 1:
+            raise StorageError("more than one plant is stored; this version runs one plant")
+        code, name, components, finished, production, inventory = plants[0]
+        machines: dict[str, list[MachineRef]] = {}
+        for m_code, m_name, m_line in self._x.query(
+            "SELECT code, name, line FROM machines ORDER BY line, position, code"
+        ):
+            machines.setdefault(m_line, []).append(MachineRef(m_code, m_name, m_line))
+        lines = {
+            r[0]: LineRef(r[0], r[1], r[2], to_decimal(r[3]), tuple(machines.get(r[0], [])))
+            for r in self._x.query(
+                "SELECT code, name, gateway, standard_rate_per_hour FROM lines WHERE plant = ?"
+                " ORDER BY code",
+                (code,),
+            )
+        }
+        items = {
+            r[0]: ItemRef(r[0], r[1], r[2], r[3])
+            for r in self._x.query("SELECT sku, name, kind, uom FROM items ORDER BY sku")
+        }
+        boms: dict[str, list[BomLine]] = {}
+        for parent, component, quantity in self._x.query(
+            "SELECT parent, component, quantity FROM bom_lines ORDER BY parent, component"
+        ):
+            boms.setdefault(parent, []).append(BomLine(component, to_decimal(quantity)))
+        return PlantModel(
+            code=code,
+            name=name,
+            places=PostingPlaces(production=production, components=components, finished=finished),
+            inventory_location=inventory,
+            lines=lines,
+            items=items,
+            boms={parent: tuple(entries) for parent, entries in boms.items()},
+        )
+
+    def location_kinds(self) -> dict[str, str]:
+        """Kind of every location by code."""
+        return {r[0]: r[1] for r in self._x.query("SELECT code, kind FROM locations")}
+
+    # --- historian ---------------------------------------------------------------------------
+
+    def insert_samples(self, samples: Sequence[Sample]) -> int:
+        """Store samples; one already stored under its key is skipped. Returns how many were new."""
+        rows = [
+            (s.machine, s.metric, s.timestamp, *_sample_value(s.value), s.is_historical)
+            for s in samples
+        ]
+        return self._x.insert_ignoring_duplicates("samples", _SAMPLE_COLUMNS, rows)
+
+    def counter_series(
+        self, machine: str, metric: str, start: datetime, end: datetime | None
+    ) -> list[CounterPoint]:
+        """The last numeric reading at or before `start`, then every one in (start, end]."""
+        baseline = self._x.query(
+            "SELECT ts, value_num FROM samples WHERE machine = ? AND metric = ? AND ts <= ?"
+            " AND value_num IS NOT NULL ORDER BY ts DESC LIMIT 1",
+            (machine, metric, start),
+        )
+        if end is None:
+            rest = self._x.query(
+                "SELECT ts, value_num FROM samples WHERE machine = ? AND metric = ? AND ts > ?"
+                " AND value_num IS NOT NULL ORDER BY ts",
+                (machine, metric, start),
+            )
+        else:
+            rest = self._x.query(
+                "SELECT ts, value_num FROM samples WHERE machine = ? AND metric = ? AND ts > ?"
+                " AND ts <= ? AND value_num IS NOT NULL ORDER BY ts",
+                (machine, metric, start, end),
+            )
+        return [(to_datetime(ts), to_decimal(value)) for ts, value in (*baseline, *rest)]
+
+    def samples(self, machine: str, metric: str) -> list[Sample]:
+        """Every stored sample of one metric, by time (for inspection and tests)."""
+        return [
+            Sample(machine, metric, to_datetime(r[0]), _stored_value(r[1], r[2], r[3]), bool(r[4]))
+            for r in self._x.query(
+                "SELECT ts, value_num, value_bool, value_text, is_historical FROM samples"
+                " WHERE machine = ? AND metric = ? ORDER BY ts",
+                (machine, metric),
+            )
+        ]
+
+    def latest_values(self, machines: Iterable[str] | None = None) -> dict[LatestKey, Latest]:
+        """The stored newest value per (machine, metric), for some machines or all."""
+        rows = self._x.query(
+            "SELECT machine, metric, ts, value_num, value_bool, value_text FROM latest_values"
+        )
+        wanted = None if machines is None else set(machines)
+        return {
+            (r[0], r[1]): Latest(to_datetime(r[2]), _stored_value(r[3], r[4], r[5]))
+            for r in rows
+            if wanted is None or r[0] in wanted
+        }
+
+    def store_latest(self, values: Mapping[LatestKey, Latest]) -> None:
+        """Replace the newest values of these (machine, metric) keys."""
+        self._x.executemany(
+            "INSERT INTO latest_values (machine, metric, ts, value_num, value_bool, value_text)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (machine, metric) DO UPDATE SET"
+            " ts = excluded.ts, value_num = excluded.value_num,"
+            " value_bool = excluded.value_bool, value_text = excluded.value_text",
+            [
+                (machine, metric, latest.timestamp, *_sample_value(latest.value))
+                for (machine, metric), latest in values.items()
+            ],
+        )
+
+    # --- node status -------------------------------------------------------------------------
+
+    def node_statuses(self, edge_node: str | None = None) -> list[NodeRow]:
+        """Online status of edge nodes and devices (of one node, or all)."""
+        statement = "SELECT edge_node, device, online, since FROM node_status"
+        params: tuple[object, ...] = ()
+        if edge_node is not None:
+            statement += " WHERE edge_node = ?"
+            params = (edge_node,)
+        return [
+            NodeRow(edge_node=r[0], device=r[1] or None, online=bool(r[2]), since=to_datetime(r[3]))
+            for r in self._x.query(statement + " ORDER BY edge_node, device", params)
+        ]
+
+    def set_node_status(
+        self, edge_node: str, device: str | None, online: bool, since: datetime
+    ) -> NodeRow:
+        """Record that a node (device None) or device went online or offline at `since`."""
+        self._x.execute(
+            "INSERT INTO node_status (edge_node, device, online, since) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (edge_node, device) DO UPDATE SET online = excluded.online,"
+            " since = excluded.since",
+            (edge_node, device or "", online, since),
+        )
+        return NodeRow(edge_node=edge_node, device=device, online=online, since=since)
+
+    # --- work orders -------------------------------------------------------------------------
+
+    def work_order(self, number: str, *, lock: bool = False) -> WorkOrder | None:
+        """The work order with this number, if any (`lock`: see `work_orders`)."""
+        rows = self._x.query(
+            f"SELECT {_WO_COLUMNS} FROM work_orders WHERE number = ?" + self._for_update(lock),
+            (number,),
+        )
+        return _work_order(rows[0]) if rows else None
+
+    def work_orders(
+        self,
+        statuses: Iterable[WorkOrderStatus] | None = None,
+        lines: Iterable[str] | None = None,
+        *,
+        lock: bool = False,
+    ) -> list[WorkOrder]:
+        """Work orders, optionally only in some states / on some lines, in creation order.
+
+        `lock` takes their rows for this transaction (PostgreSQL: FOR UPDATE), so two writers
+        never post the same order from the same booked quantities; SQLite has one writer.
+        """
+        statement = f"SELECT {_WO_COLUMNS} FROM work_orders"
+        params: list[object] = []
+        if statuses is not None:
+            wanted = sorted(str(s) for s in statuses)
+            if not wanted:
+                return []
+            statement += f" WHERE status IN ({', '.join('?' for _ in wanted)})"
+            params += wanted
+        statement += " ORDER BY created_at, number" + self._for_update(lock)
+        wanted_lines = None if lines is None else set(lines)
+        return [
+            wo
+            for wo in (_work_order(r) for r in self._x.query(statement, params))
+            if wanted_lines is None or wo.line in wanted_lines
+        ]
+
+    def _for_update(self, lock: bool) -> str:
+        return " FOR UPDATE" if lock and self._x.dialect.backend == "postgresql" else ""
+
+    def checkpoint(self, work_order: str, machine: str, metric: str) -> Checkpoint | None:
+        """Where counting this order's counter can resume, if anywhere."""
+        rows = self._x.query(
+            "SELECT through, counted FROM counter_checkpoints WHERE work_order = ?"
+            " AND machine = ? AND metric = ?",
+            (work_order, machine, metric),
+        )
+        return Checkpoint(to_datetime(rows[0][0]), to_decimal(rows[0][1])) if rows else None
+
+    def save_checkpoint(
+        self, work_order: str, machine: str, metric: str, checkpoint: Checkpoint
+    ) -> None:
+        """Remember where counting this order's counter can resume."""
+        self._x.execute(
+            "INSERT INTO counter_checkpoints (work_order, machine, metric, through, counted)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (work_order, machine, metric) DO UPDATE SET"
+            " through = excluded.through, counted = excluded.counted",
+            (work_order, machine, metric, checkpoint.through, checkpoint.counted),
+        )
+
+    def work_order_numbers(self) -> list[str]:
+        """Every work order number."""
+        return [r[0] for r in self._x.query("SELECT number FROM work_orders")]
+
+    def insert_work_order(self, wo: WorkOrder) -> None:
+        """Store a new work order; Conflict when its number is taken."""
+        try:
+            self._x.execute(
+                f"INSERT INTO work_orders ({_WO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    wo.number,
+                    wo.item,
+                    wo.line,
+                    wo.quantity,
+                    str(wo.status),
+                    wo.created_at,
+                    wo.released_at,
+                    wo.started_at,
+                    wo.completed_at,
+                    wo.good,
+                    wo.scrap,
+                ),
+            )
+        except _INTEGRITY_ERRORS as exc:
+            raise Conflict(f"work order {wo.number} cannot be stored: {exc}") from exc
+
+    def update_work_order(self, wo: WorkOrder) -> None:
+        """Store a work order's status, times and booked counts."""
+        try:
+            self._x.execute(
+                "UPDATE work_orders SET status = ?, released_at = ?, started_at = ?,"
+                " completed_at = ?, good = ?, scrap = ? WHERE number = ?",
+                (
+                    str(wo.status),
+                    wo.released_at,
+                    wo.started_at,
+                    wo.completed_at,
+                    wo.good,
+                    wo.scrap,
+                    wo.number,
+                ),
+            )
+        except _INTEGRITY_ERRORS as exc:
+            raise Conflict(f"work order {wo.number} cannot become {wo.status}: {exc}") from exc
+
+    # --- stock ledger ------------------------------------------------------------------------
+
+    def append_moves(self, moves: Sequence[Move]) -> list[LedgerRow]:
+        """Append moves to the ledger and apply them to the balances (same transaction)."""
+        rows: list[LedgerRow] = []
+        for move in moves:
+            inserted = self._x.query(
+                "INSERT INTO stock_moves (at, item, from_location, to_location, quantity, reason,"
+                " reference) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    move.at,
+                    move.item,
+                    move.from_location,
+                    move.to_location,
+                    move.quantity,
+                    move.reason,
+                    move.reference,
+                ),
+            )
+            rows.append(
+                LedgerRow(
+                    id=int(inserted[0][0]),
+                    at=move.at,
+                    item=move.item,
+                    from_location=move.from_location,
+                    to_location=move.to_location,
+                    quantity=move.quantity,
+                    reason=move.reason,
+                    reference=move.reference,
+                )
+            )
+        self._apply_balances(balance_changes(moves))
+        return rows
+
+    def _apply_balances(self, changes: Mapping[BalanceKey, Decimal]) -> None:
+        # In sorted order, so concurrent writers lock balance rows in the same order.
+        for (item, location), change in sorted(changes.items()):
+            if not change:
+                continue
+            if self._x.dialect.backend == "postgresql":
+                # One atomic statement: concurrent postings to one balance cannot lose an update.
+                self._x.execute(
+                    "INSERT INTO stock_balances (item, location, on_hand) VALUES (?, ?, ?)"
+                    " ON CONFLICT (item, location)"
+                    " DO UPDATE SET on_hand = stock_balances.on_hand + excluded.on_hand",
+                    (item, location, change),
+                )
+                continue
+            # SQLite holds decimals as TEXT (it would add them as floats): added up in Python,
+            # safe because BEGIN IMMEDIATE makes each write transaction the only writer.
+            current = self._x.query(
+                "SELECT on_hand FROM stock_balances WHERE item = ? AND location = ?",
+                (item, location),
+            )
+            if current:
+                self._x.execute(
+                    "UPDATE stock_balances SET on_hand = ? WHERE item = ? AND location = ?",
+                    (to_decimal(current[0][0]) + change, item, location),
+                )
+            else:
+                self._x.execute(
+                    "INSERT INTO stock_balances (item, location, on_hand) VALUES (?, ?, ?)",
+                    (item, location, change),
+                )
+
+    def has_moves(self, item: str, location: str, reason: str) -> bool:
+        """True when a move of `reason` already brought `item` into `location`."""
+        return bool(
+            self._x.query(
+                "SELECT 1 FROM stock_moves WHERE item = ? AND to_location = ? AND reason = ?"
+                " LIMIT 1",
+                (item, location, reason),
+            )
+        )
+
+    def balances(self) -> dict[BalanceKey, Decimal]:
+        """On-hand per (item, location), every location (virtual ones included)."""
+        return {
+            (r[0], r[1]): to_decimal(r[2])
+            for r in self._x.query(
+                "SELECT item, location, on_hand FROM stock_balances ORDER BY item, location"
+            )
+        }
+
+    def on_hand(self, item: str, location: str) -> Decimal:
+        """On-hand of one item at one location."""
+        rows = self._x.query(
+            "SELECT on_hand FROM stock_balances WHERE item = ? AND location = ?", (item, location)
+        )
+        return to_decimal(rows[0][0]) if rows else Decimal(0)
+
+    def ledger(self, item: str | None = None, limit: int | None = 200) -> list[LedgerRow]:
+        """Ledger entries, newest first (of one item, or all)."""
+        statement = (
+            "SELECT id, at, item, from_location, to_location, quantity, reason, reference"
+            " FROM stock_moves"
+        )
+        params: list[object] = []
+        if item is not None:
+            statement += " WHERE item = ?"
+            params.append(item)
+        statement += " ORDER BY id DESC"
+        if limit is not None:
+            statement += " LIMIT ?"
+            params.append(limit)
+        return [
+            LedgerRow(
+                id=int(r[0]),
+                at=to_datetime(r[1]),
+                item=r[2],
+                from_location=r[3],
+                to_location=r[4],
+                quantity=to_decimal(r[5]),
+                reason=r[6],
+                reference=r[7],
+            )
+            for r in self._x.query(statement, params)
+        ]
+
+    # --- sales -------------------------------------------------------------------------------
+
+    def sales_order_exists(self, number: str) -> bool:
+        """True when the sales order is stored."""
+        return bool(self._x.query("SELECT 1 FROM sales_orders WHERE number = ?", (number,)))
+
+    def insert_sales_order(
+        self,
+        number: str,
+        customer: str,
+        created_at: datetime,
+        lines: Sequence[tuple[int, str, Decimal, date]],
+    ) -> None:
+        """Store a sales order with its lines (line number, item, quantity, requested date)."""
+        self._x.execute(
+            "INSERT INTO sales_orders (number, customer, created_at) VALUES (?, ?, ?)",
+            (number, customer, created_at),
+        )
+        for line_no, item, quantity, requested in lines:
+            self._x.execute(
+                "INSERT INTO sales_order_lines (order_number, line_no, item, quantity,"
+                " requested_date, is_open, promise_reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (number, line_no, item, quantity, requested, True, "not promised yet"),
+            )
+
+    def sales_lines(self, open_only: bool = False) -> list[SalesLine]:
+        """Sales order lines with their current promise, by order and line."""
+        statement = (
+            "SELECT l.order_number, l.line_no, o.customer, l.item, l.quantity, l.requested_date,"
+            " l.promised_at, l.promise_kind, l.promise_reason FROM sales_order_lines l"
+            " JOIN sales_orders o ON o.number = l.order_number"
+        )
+        if open_only:
+            statement += " WHERE l.is_open = ?"
+        statement += " ORDER BY l.order_number, l.line_no"
+        return [
+            SalesLine.from_row(r)
+            for r in self._x.query(statement, (True,) if open_only else ())
+        ]
+
+    def record_promise(
+        self,
+        order: str,
+        line: int,
+        *,
+        promised_at: datetime | None,
+        kind: str,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        """Make this the line's current promise and keep it in the line's history."""
+        self._x.execute(
+            "UPDATE sales_order_lines SET promised_at = ?, promise_kind = ?, promise_reason = ?"
+            " WHERE order_number = ? AND line_no = ?",
+            (promised_at, kind, reason, order, line),
+        )
+        self._x.execute(
+            "INSERT INTO promises (order_number, line_no, promised_at, kind, reason, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (order, line, promised_at, kind, reason, at),
+        )
+
+    def promise_history(self, order: str, line: int) -> list[PromiseRow] | None:
+        """Every promise given for the line, oldest first (None when the line does not exist)."""
+        if not self._x.query(
+            "SELECT 1 FROM sales_order_lines WHERE order_number = ? AND line_no = ?", (order, line)
+        ):
+            return None
+        return [
+            PromiseRow(
+                order=order,
+                line=line,
+                promised_at=to_datetime_or_none(r[0]),
+                reason=r[1],
+                at=to_datetime(r[2]),
+            )
+            for r in self._x.query(
+                "SELECT promised_at, reason, at FROM promises WHERE order_number = ?"
+                " AND line_no = ? ORDER BY id",
+                (order, line),
+            )
+        ]
+
