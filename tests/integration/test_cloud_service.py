@@ -61,7 +61,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(db: Database, clock: Clock) -> PlantService:
-    plant = PlantService(db, clock=clock)
+    # no tolerance: these tests follow every minute the promise moves
+    plant = PlantService(db, clock=clock, promise_tolerance=timedelta(0))
     plant.load_master_data(PLANT)
     return plant
 

@@ -139,6 +139,12 @@ def test_promise_changes_on_time_or_kind_but_a_stock_promise_stands() -> None:
     assert promise_changed(None, None, production)
     assert not promise_changed(at, "production", production)
     assert promise_changed(at + timedelta(minutes=1), "production", production)
+    # a jitter of one minute either way leaves the promise given; a larger move re-times it
+    one = timedelta(minutes=1)
+    assert not promise_changed(at + one, "production", production, tolerance=one)
+    assert not promise_changed(at - one, "production", production, tolerance=one)
+    assert promise_changed(at + 2 * one, "production", production, tolerance=one)
+    assert promise_changed(None, "production", production, tolerance=one)
     assert promise_changed(at, "stock", production)
     stock = Promise("SO-1", 1, NOW, PromiseKind.STOCK, "from stock", False)
     assert not promise_changed(NOW - timedelta(hours=1), "stock", stock)

@@ -155,6 +155,7 @@ class PlantService:
         clock: Callable[[], datetime] = _utc_now,
         rate_window: timedelta = timedelta(minutes=5),
         min_rate_window: timedelta = timedelta(seconds=20),
+        promise_tolerance: timedelta = timedelta(minutes=1),
     ) -> None:
         if min_rate_window <= timedelta(0) or rate_window < min_rate_window:
             raise Invalid("rate windows: need 0 < min_rate_window <= rate_window")
@@ -162,6 +163,7 @@ class PlantService:
         self._clock = clock
         self._rate_window = rate_window
         self._min_rate_window = min_rate_window
+        self._promise_tolerance = promise_tolerance
         self._model: PlantModel | None = None
         # Work order rows as last sent, so a time-driven refresh sends only what changed.
         self._shown: dict[str, WorkOrderRow] = {}
@@ -746,7 +748,8 @@ class PlantService:
             stored = {(line.order, line.line): line for line in lines}
             for promise in promises:
                 line = stored[(promise.order, promise.line)]
-                if not promise_changed(line.promised_at, line.promise_kind, promise):
+                tolerance = self._promise_tolerance
+                if not promise_changed(line.promised_at, line.promise_kind, promise, tolerance):
                     continue
                 tx.record_promise(
                     promise.order,

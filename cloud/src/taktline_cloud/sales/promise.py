@@ -171,14 +171,21 @@ def _shortfall(
 
 
 def promise_changed(
-    previous_at: datetime | None, previous_kind: str | None, current: Promise
+    previous_at: datetime | None,
+    previous_kind: str | None,
+    current: Promise,
+    tolerance: timedelta = timedelta(0),
 ) -> bool:
     """True when `current` is a new promise rather than the one already given.
 
-    A promise from stock keeps the instant it was first made (it stays "available now").
+    A promise from stock keeps the instant it was first made (it stays "available now"). A
+    projected promise that moved by no more than `tolerance` stands: a measured rate jittering
+    across a minute boundary must not re-time a customer's promise back and forth.
     """
     if previous_kind != current.kind:
         return True
     if current.kind is PromiseKind.STOCK:
         return False
-    return previous_at != current.promised_at
+    if previous_at is None or current.promised_at is None:
+        return previous_at != current.promised_at
+    return abs(current.promised_at - previous_at) > tolerance
