@@ -1,0 +1,312 @@
+"""The Sparkplug B 3.0 primary host application over MQTT 3.1.1 (aiomqtt).
+
+On every connection: the will is our STATE offline (retained, QoS 1); we subscribe to the group
+and to our own STATE topic, then publish STATE online (retained, QoS 1). Received messages go
+through `SparkplugSessions`; their samples and status changes go to the bounded ingest queue
+(awaiting `put` is the back-pressure). Unknown aliases or data without a birth make us ask the
+edge node for a rebirth. A graceful stop publishes STATE offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiomqtt
+
+from taktline_cloud.host.backoff import Backoff
+from taktline_cloud.host.batcher import IngestItem
+from taktline_cloud.host.sessions import RebirthLimiter, RejectedMessageError, SparkplugSessions
+from taktline_cloud.settings import CloudSettings
+from taktline_contract import ContractError
+from taktline_contract.metrics import NODE_REBIRTH
+from taktline_contract.sparkplug import (
+    DataType,
+    HostState,
+    MessageType,
+    Metric,
+    Payload,
+    Topic,
+    decode_state,
+    encode_payload,
+    encode_state,
+    state_topic,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HostOptions:
+    """How the primary host connects and what it listens to."""
+
+    broker_host: str
+    broker_port: int
+    client_id: str
+    host_id: str = "taktline-cloud"
+    group_id: str = "PLANT-1"
+    shared_group: str | None = None
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 15
+    timeout_s: float = 10.0
+    rebirth_interval_s: float = 5.0
+    reconnect_initial_s: float = 0.5
+    reconnect_cap_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: CloudSettings) -> HostOptions:
+        """The options `settings` describe."""
+        return cls(
+            broker_host=settings.mqtt_host,
+            broker_port=settings.mqtt_port,
+            client_id=settings.client_id,
+            host_id=settings.host_id,
+            group_id=settings.group_id,
+            shared_group=settings.mqtt_shared_group,
+            username=settings.mqtt_username,
+            password=(
+                settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            ),
+            keepalive_s=settings.mqtt_keepalive_s,
+            timeout_s=settings.mqtt_timeout_s,
+        )
+
+    @property
+    def group_filter(self) -> str:
+        """The topic filter of the group's messages (without any $share prefix)."""
+        return f"spBv1.0/{self.group_id}/#"
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The filters subscribed: the whole group, or (ingest workers sharing the load) shared
+        data with births and deaths to every worker, so each knows every alias table."""
+        if self.shared_group is None:
+            return (self.group_filter,)
+        base = f"spBv1.0/{self.group_id}"
+        data = ("NDATA", "DDATA")
+        lifecycle = ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH")
+        shared = tuple(f"$share/{self.shared_group}/{base}/{kind}/#" for kind in data)
+        return shared + tuple(f"{base}/{kind}/#" for kind in lifecycle)
+
+    @property
+    def state_topic(self) -> str:
+        """This host's STATE topic."""
+        return state_topic(self.host_id)
+
+
+class PrimaryHost:
+    """Runs the primary host until stopped; reconnects with capped, jittered backoff."""
+
+    def __init__(
+        self,
+        options: HostOptions,
+        queue: asyncio.Queue[IngestItem],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.options = options
+        self.sessions = SparkplugSessions(options.group_id)
+        self._queue = queue
+        self._clock = clock
+        self._limiter = RebirthLimiter(options.rebirth_interval_s)
+        self._backoff = Backoff(options.reconnect_initial_s, options.reconnect_cap_s)
+        self._stopping = False
+        self._failing = False
+        self.connected = False
+        self.messages_received = 0
+        self.messages_rejected = 0
+        self.rebirths_requested = 0
+
+    def online_nodes(self) -> dict[str, list[str]]:
+        """Online edge nodes, each with its online devices."""
+        return self.sessions.online()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, ingest and reconnect until `stop` is set; then publish STATE offline."""
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+            except aiomqtt.MqttError as exc:
+                self.connected = False
+                if not self._failing:
+                    log.warning(
+                        "MQTT broker %s:%s unavailable (%s); retrying with backoff",
+                        self.options.broker_host,
+                        self.options.broker_port,
+                        exc,
+                    )
+                    self._failing = True
+                await _wait(stop, self._backoff.next_delay())
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        options = self.options
+        born = self._clock()
+        offline = encode_state(HostState(online=False, timestamp=born))
+        client = aiomqtt.Client(
+            options.broker_host,
+            options.broker_port,
+            identifier=options.client_id,
+            username=options.username,
+            password=options.password,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(options.state_topic, offline, qos=1, retain=True),
+            clean_session=True,
+            keepalive=options.keepalive_s,
+            timeout=options.timeout_s,
+        )
+        self._stopping = False
+        async with client:
+            timeout = options.timeout_s
+            await client.subscribe(options.state_topic, qos=1, timeout=timeout)
+            for subscription in options.subscriptions:
+                await client.subscribe(subscription, qos=1, timeout=timeout)
+            await self._publish_state(client, online=True, timestamp=born)
+            self.connected = True
+            self._backoff.reset()
+            if self._failing:
+                self._failing = False
+                log.info("MQTT broker %s:%s is back", options.broker_host, options.broker_port)
+            log.info(
+                "Sparkplug primary host %r online on %s:%s, ingesting %s",
+                options.host_id,
+                options.broker_host,
+                options.broker_port,
+                " ".join(options.subscriptions),
+            )
+            try:
+                await self._serve(client, stop, offline, born)
+            except asyncio.CancelledError:
+                # Torn down without a graceful stop: a clean DISCONNECT discards the will, so
+                # say offline ourselves (best effort, briefly) before leaving.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(min(2.0, options.timeout_s)):
+                        await client.publish(options.state_topic, offline, qos=1, retain=True)
+                raise
+            finally:
+                self.connected = False
+
+    async def _serve(
+        self, client: aiomqtt.Client, stop: asyncio.Event, offline: bytes, born: datetime
+    ) -> None:
+        """Consume until `stop`; then publish STATE offline and take in what came before it."""
+        timeout = self.options.timeout_s
+        async with asyncio.TaskGroup() as tasks:
+            consumer = tasks.create_task(self._consume(client, born), name="sparkplug-consume")
+            stopped = tasks.create_task(stop.wait(), name="sparkplug-stop")
+            await asyncio.wait({consumer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not consumer.done():
+                # Edge nodes buffer from the moment they see us offline. The broker echoes our
+                # offline STATE back to us after everything it delivered before it: when the
+                # consumer sees it, nothing received has been left unprocessed.
+                self._stopping = True
+                await client.publish(
+                    self.options.state_topic, offline, qos=1, retain=True, timeout=timeout
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(consumer)
+                except TimeoutError:
+                    log.warning("our offline STATE did not come back in time: stopping anyway")
+                log.info("Sparkplug primary host %r offline (stopped)", self.options.host_id)
+            consumer.cancel()
+            stopped.cancel()
+        lost = consumer.result() if not consumer.cancelled() else None
+        if lost is not None:
+            raise lost
+
+    async def _consume(self, client: aiomqtt.Client, born: datetime) -> aiomqtt.MqttError | None:
+        """Ingest messages until our offline STATE comes back (None) or the connection drops."""
+        try:
+            async for message in client.messages:
+                if await self._receive(client, message, born):
+                    return None
+        except aiomqtt.MqttError as exc:
+            return exc
+        return None
+
+    async def _publish_state(
+        self, client: aiomqtt.Client, *, online: bool, timestamp: datetime
+    ) -> None:
+        await client.publish(
+            self.options.state_topic,
+            encode_state(HostState(online=online, timestamp=timestamp)),
+            qos=1,
+            retain=True,
+            timeout=self.options.timeout_s,
+        )
+
+    async def _receive(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, born: datetime
+    ) -> bool:
+        """Ingest one message; True when it is our own offline STATE coming back at stop."""
+        self.messages_received += 1
+        topic = message.topic.value
+        raw = message.payload
+        if topic == self.options.state_topic:
+            return await self._own_state(client, raw, born)
+        if not message.topic.matches(self.options.group_filter):
+            # amqtt can hand a retained message to a client whatever it subscribed.
+            log.debug("ignored %s: outside %s", topic, self.options.group_filter)
+            return False
+        try:
+            if not isinstance(raw, bytes | bytearray):
+                raise RejectedMessageError(f"payload is {type(raw).__name__}, not bytes")
+            outcome = self.sessions.handle(topic, bytes(raw), self._clock())
+        except RejectedMessageError as exc:
+            self.messages_rejected += 1
+            log.warning("dropped message on %s: %s", topic, exc)
+            return False
+        except Exception:
+            # One message must never stop ingestion, whatever is wrong with it (or with us).
+            self.messages_rejected += 1
+            log.exception("dropped message on %s: unexpected error", topic)
+            return False
+        for problem in outcome.problems:
+            log.warning("%s: %s", topic, problem)
+        for item in outcome.items:
+            await self._queue.put(item)  # bounded: waits while the database catches up
+        if outcome.rebirth_reason is not None and outcome.edge_node is not None:
+            await self._request_rebirth(client, outcome.edge_node, outcome.rebirth_reason)
+        return False
+
+    async def _own_state(self, client: aiomqtt.Client, raw: object, born: datetime) -> bool:
+        """Sparkplug: a host that sees itself declared offline while alive says it is online."""
+        try:
+            if not isinstance(raw, bytes | bytearray):
+                raise ContractError(f"payload is {type(raw).__name__}, not bytes")
+            state = decode_state(bytes(raw))
+        except ContractError as exc:
+            log.warning("our STATE topic holds a bad payload (%s)", exc)
+            state = HostState(online=False, timestamp=born)
+        if state.online:
+            return False
+        if self._stopping:
+            return True
+        log.info("STATE %s says offline while we run: publishing online", self.options.state_topic)
+        await self._publish_state(client, online=True, timestamp=born)
+        return False
+
+    async def _request_rebirth(self, client: aiomqtt.Client, edge_node: str, reason: str) -> None:
+        if not self._limiter.allow(edge_node, time.monotonic()):
+            return
+        self.rebirths_requested += 1
+        log.info("asking edge node %s for a rebirth: %s", edge_node, reason)
+        command = Payload.of(self._clock(), [Metric(NODE_REBIRTH, DataType.BOOLEAN, True)])
+        topic = Topic(self.options.group_id, MessageType.NCMD, edge_node)
+        # Sparkplug: commands are QoS 0, not retained.
+        await client.publish(
+            str(topic), encode_payload(command), qos=0, retain=False, timeout=self.options.timeout_s
+        )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Wait up to `seconds`, or less when `stop` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
