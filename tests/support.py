@@ -91,16 +91,21 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_config: str = ""
+    anonymous: bool = True
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
 
     def start(self) -> None:
+        """Write the config (fixture defaults + `extra_config`) and start the broker."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {str(self.anonymous).lower()}\n"
+            "persistence true\n"
             f"persistence_location {self.workdir}/\nlog_dest file {self.workdir}/mosquitto.log\n"
             f"max_queued_messages 100000\n{self.extra_config}\n"
+            # as root, mosquitto drops to user "mosquitto", which cannot read the test's tmp dir
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -125,11 +130,13 @@ class Mosquitto:
 
 
 @contextmanager
-def mosquitto_broker(workdir: Path, extra_config: str = "") -> Iterator[Mosquitto]:
+def mosquitto_broker(
+    workdir: Path, extra_config: str = "", *, anonymous: bool = True
+) -> Iterator[Mosquitto]:
     """Start a private mosquitto (fail in CI / skip locally when the binary is missing)."""
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         missing_service("mosquitto")
-    broker = Mosquitto(workdir, extra_config=extra_config)
+    broker = Mosquitto(workdir, extra_config=extra_config, anonymous=anonymous)
     broker.start()
     try:
         yield broker
