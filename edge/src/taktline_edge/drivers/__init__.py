@@ -1,0 +1,1 @@
+"""Device drivers: each module is the only importer of its protocol library."""

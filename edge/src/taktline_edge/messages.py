@@ -1,0 +1,137 @@
+"""The edge node's Sparkplug B messages, built as pure values (no MQTT here).
+
+Sequence numbers: NBIRTH carries seq 0; every later message of the node (DBIRTH, DDATA, ...)
+carries the next number, wrapping 255 -> 0. bdSeq ties an NBIRTH to the NDEATH will of the same
+MQTT session. After birth, DDATA names metrics by alias only.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from taktline_contract.metrics import BD_SEQ, NODE_REBIRTH
+from taktline_contract.sparkplug import DataType, Metric, Payload
+from taktline_contract.sparkplug.codec import Value
+from taktline_edge.outbox import Sample, SampleValue, StoredSample
+from taktline_edge.tags import Tag
+
+
+class SeqCounter:
+    """Sparkplug message sequence numbers of one edge node."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def reset(self) -> int:
+        """Start a birth: return 0 (the NBIRTH's seq)."""
+        self._next = 1
+        return 0
+
+    def next(self) -> int:
+        """The seq of the next message after the NBIRTH, wrapping 255 -> 0."""
+        seq = self._next
+        self._next = (seq + 1) % 256
+        return seq
+
+
+def wire_value(value: SampleValue) -> Value:
+    """A sample value as the codec carries it (Decimal travels as a Double)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def node_birth(timestamp: datetime, bd_seq: int) -> Payload:
+    """The NBIRTH payload (seq 0)."""
+    return Payload.of(
+        timestamp,
+        [
+            Metric(BD_SEQ, DataType.UINT64, bd_seq, timestamp=timestamp),
+            Metric(NODE_REBIRTH, DataType.BOOLEAN, False, timestamp=timestamp),
+        ],
+        seq=0,
+    )
+
+
+def node_death(timestamp: datetime, bd_seq: int) -> Payload:
+    """The NDEATH payload (the MQTT will, and what a graceful shutdown publishes)."""
+    return Payload.of(timestamp, [Metric(BD_SEQ, DataType.UINT64, bd_seq, timestamp=timestamp)])
+
+
+def device_birth(
+    timestamp: datetime,
+    seq: int,
+    tags: Sequence[Tag],
+    current: Mapping[str, Sample],
+    aliases: Mapping[str, int],
+) -> Payload:
+    """A DBIRTH: every metric of the device with its name, alias and current value (or null)."""
+    metrics = []
+    for tag in tags:
+        sample = current.get(tag.metric)
+        metrics.append(
+            Metric(
+                tag.metric,
+                tag.datatype,
+                wire_value(sample.value) if sample is not None else None,
+                timestamp=sample.timestamp if sample is not None else timestamp,
+                alias=aliases[tag.metric],
+            )
+        )
+    return Payload.of(timestamp, metrics, seq=seq)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceData:
+    """The metrics of one DDATA message and the outbox rows they come from."""
+
+    device: str
+    row_ids: tuple[int, ...]
+    metrics: tuple[Metric, ...]
+
+    def payload(self, timestamp: datetime, seq: int) -> Payload:
+        """The DDATA payload with `seq`."""
+        return Payload(timestamp, self.metrics, seq)
+
+
+def device_data(
+    rows: Sequence[StoredSample],
+    aliases: Mapping[str, Mapping[str, int]],
+    max_metrics: int,
+) -> tuple[list[DeviceData], list[int]]:
+    """Group outbox rows into DDATA messages: per device, oldest first, `max_metrics` at most.
+
+    Order is kept within each device (devices are independent in Sparkplug), so a device's
+    samples reach the host in the order they were polled. Rows of a device or metric that is
+    no longer in the tag map cannot be published (the host never saw their birth): their ids
+    come back as the second element, to be discarded.
+    """
+    if max_metrics < 1:
+        raise ValueError("max_metrics must be >= 1")
+    per_device: dict[str, list[StoredSample]] = {}
+    orphans: list[int] = []
+    for row in rows:
+        known = aliases.get(row.sample.device)
+        if known is None or row.sample.metric not in known:
+            orphans.append(row.id)
+            continue
+        per_device.setdefault(row.sample.device, []).append(row)
+    out = []
+    for device, device_rows in per_device.items():
+        device_aliases = aliases[device]
+        for start in range(0, len(device_rows), max_metrics):
+            chunk = device_rows[start : start + max_metrics]
+            metrics = tuple(
+                Metric(
+                    None,
+                    row.sample.datatype,
+                    wire_value(row.sample.value),
+                    timestamp=row.sample.timestamp,
+                    alias=device_aliases[row.sample.metric],
+                    is_historical=row.historical,
+                )
+                for row in chunk
+            )
+            out.append(DeviceData(device, tuple(r.id for r in chunk), metrics))
+    return out, orphans

@@ -1,0 +1,185 @@
+"""Per-device poll loop: a steady cadence, block reads, decoding, report by exception.
+
+Cadence: polls are scheduled on monotonic deadlines (start + k * interval), so the time a poll
+takes never accumulates into drift; a poll that overruns skips the ticks it missed rather than
+bursting to catch up. A device that fails is marked unavailable (logged once), retried with the
+shared backoff, and marked available again when a read succeeds (logged once); the other
+devices' pollers are independent tasks and keep polling.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from taktline_edge.backoff import Backoff
+from taktline_edge.cancellation import raise_if_cancelling
+from taktline_edge.errors import DriverError, OutboxError, TagError
+from taktline_edge.outbox import Sample
+from taktline_edge.planner import Block, plan_reads
+from taktline_edge.tags import Tag, TagValue
+
+log = logging.getLogger(__name__)
+
+
+class RegisterReader(Protocol):
+    """What a poller needs from a driver."""
+
+    async def read_blocks(self, blocks: Sequence[Block]) -> list[list[int]]:
+        """The registers of each block; raise `DriverError` on failure."""
+        ...
+
+
+class SampleSink(Protocol):
+    """Where changed samples go (the outbox); raise `OutboxError` (e.g. full) to refuse them."""
+
+    async def __call__(self, device: str, samples: Sequence[Sample]) -> None:
+        """Store `samples` durably."""
+        ...
+
+
+@dataclass
+class DeviceStatus:
+    """What a test or a screen can ask about one device."""
+
+    available: bool | None = None
+    """None before the first poll, then whether the last poll succeeded."""
+    last_error: str | None = None
+    polls: int = 0
+    failures: int = 0
+    samples: int = 0
+    """Samples stored (after deadband)."""
+
+
+@dataclass
+class Poller:
+    """Polls one device forever; `current` always holds the latest value of every metric read."""
+
+    device: str
+    tags: Sequence[Tag]
+    interval_s: float
+    reader: RegisterReader
+    sink: SampleSink
+    max_gap: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=10.0))
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    status: DeviceStatus = field(default_factory=DeviceStatus)
+    current: dict[str, Sample] = field(default_factory=dict)
+    _blocks: tuple[Block, ...] = field(init=False)
+    _reported: dict[str, TagValue] = field(init=False, default_factory=dict)
+    _last_ms: datetime | None = field(init=False, default=None)
+    _refused: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError("poll interval must be positive")
+        self._blocks = plan_reads(self.tags, max_gap=self.max_gap)
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The read plan."""
+        return self._blocks
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        deadline = self.clock()
+        while True:
+            raise_if_cancelling()
+            ok = await self.poll_once()
+            if not ok:
+                # Unavailable: retry on the backoff's pace, then resume the cadence from now.
+                await self.sleep(self.backoff.next_delay())
+                deadline = self.clock()
+                continue
+            self.backoff.reset()
+            deadline += self.interval_s
+            now = self.clock()
+            if deadline < now:
+                missed = math.ceil((now - deadline) / self.interval_s)
+                deadline += missed * self.interval_s
+            await self.sleep(deadline - now)
+
+    async def poll_once(self) -> bool:
+        """Read, decode and store changes once; False when the device failed."""
+        self.status.polls += 1
+        try:
+            blocks = await self.reader.read_blocks(self._blocks)
+            values = self._decode(blocks)
+        except (DriverError, TagError) as exc:
+            self._mark_unavailable(str(exc))
+            return False
+        stamp = self._timestamp()
+        changed: list[Sample] = []
+        for tag, value in values:
+            sample = Sample(self.device, tag.metric, stamp, value, tag.datatype)
+            self.current[tag.metric] = sample
+            if tag.changed(self._reported.get(tag.metric), value):
+                changed.append(sample)
+        self._mark_available()
+        if changed:
+            await self._store(changed)
+        return True
+
+    def _decode(self, registers: Sequence[Sequence[int]]) -> list[tuple[Tag, TagValue]]:
+        out = []
+        for block, words in zip(self._blocks, registers, strict=True):
+            for tag in block.tags:
+                out.append((tag, tag.decode(block.words(words, tag))))
+        return out
+
+    async def _store(self, samples: Sequence[Sample]) -> None:
+        try:
+            await self.sink(self.device, samples)
+        except OutboxError as exc:
+            # Full, or a disk error: keep the old baseline, so the first poll that can store
+            # again stores the current values (absolute counters keep counts exact meanwhile).
+            if not self._refused:
+                log.error("%s: samples not stored: %s; retrying on every poll", self.device, exc)
+                self._refused = True
+            return
+        if self._refused:
+            log.warning("%s: samples are stored again", self.device)
+            self._refused = False
+        for sample in samples:
+            self._reported[sample.metric] = _tag_value(sample)
+        self.status.samples += len(samples)
+
+    def _timestamp(self) -> datetime:
+        """Now, to the millisecond (Sparkplug's resolution), strictly after the previous poll's."""
+        stamp = self.now()
+        stamp = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
+        # A wall clock stepped back (NTP) must not reorder or collide this device's samples.
+        if self._last_ms is not None and stamp <= self._last_ms:
+            stamp = self._last_ms + timedelta(milliseconds=1)
+        self._last_ms = stamp
+        return stamp
+
+    def _mark_unavailable(self, reason: str) -> None:
+        self.status.failures += 1
+        self.status.last_error = reason
+        if self.status.available is not False:
+            log.warning("%s unavailable: %s", self.device, reason)
+        else:
+            log.debug("%s still unavailable: %s", self.device, reason)
+        self.status.available = False
+
+    def _mark_available(self) -> None:
+        if self.status.available is False:
+            log.info("%s available again", self.device)
+        elif self.status.available is None:
+            log.info("%s available", self.device)
+        self.status.available = True
+        self.status.last_error = None
+
+
+def _tag_value(sample: Sample) -> TagValue:
+    value = sample.value
+    if isinstance(value, bool) or value is None:  # pragma: no cover - tags never decode to these
+        raise TagError(f"{sample.metric}: {value!r} is not a tag value")
+    return value
