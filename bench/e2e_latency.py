@@ -311,8 +311,8 @@ def report(
         "",
         f"  ratio end-to-end p50 / baseline = {p50 / baseline.total_ms:.2f}"
         f"   (p50 / poll interval = {p50 / baseline.poll_interval_ms:.2f})",
-        f"  notes: the cloud's ingest batches wait up to {batch_age_ms:.0f} ms"
-        " (CloudSettings.batch_max_age_s) before they are written.",
+        "  notes: the cloud writes an ingest batch as soon as its queue runs empty (group commit);"
+        f" a batch waits at most {batch_age_ms:.0f} ms (CloudSettings.batch_max_age_s).",
         f"  The simulator writes its registers every {tick_ms:.0f} ms tick and the edge polls on"
         " its own steady cadence: in one run",
         f"  the sampling delay takes the values d + k x {tick_ms:.0f} ms (k = 0..3) for a fixed"

@@ -11,9 +11,9 @@ import pytest
 
 from taktline_cloud.errors import Invalid, StorageError
 from taktline_cloud.historian.samples import Sample
-from taktline_cloud.host.backoff import Backoff
 from taktline_cloud.host.batcher import Batcher, IngestItem
 from taktline_cloud.host.sessions import NodeStatus
+from taktline_contract.backoff import Backoff
 from tests.support import wait_for
 
 T0 = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
@@ -48,7 +48,24 @@ class RecordingSink:
 
 
 def batcher(queue: asyncio.Queue[IngestItem], sink: RecordingSink, **kwargs: float) -> Batcher:
-    return Batcher(queue, sink, backoff=Backoff(initial=0.001, cap=0.002), **kwargs)  # type: ignore[arg-type]
+    return Batcher(queue, sink, backoff=Backoff(initial=0.001, maximum=0.002), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_writes_at_once_when_the_queue_runs_empty() -> None:
+    queue: asyncio.Queue[IngestItem] = asyncio.Queue()
+    sink = RecordingSink()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(batcher(queue, sink, max_size=500, max_age_s=60).run())
+        queue.put_nowait(sample(0))
+        queue.put_nowait(sample(1))
+        # no 60 s linger: what was queued is written as soon as the queue is empty
+        await wait_for(lambda: sink.calls, timeout=5, what="the idle flush")
+        assert sink.calls == [[sample(0), sample(1)]]
+        await queue.put(sample(2))
+        await wait_for(lambda: len(sink.calls) == 2, timeout=5, what="the next idle flush")
+        assert sink.calls[1] == [sample(2)]
+        await queue.put(None)
+    assert task.done()
 
 
 async def test_flushes_by_size_and_everything_at_end_of_stream() -> None:
@@ -66,7 +83,10 @@ async def test_flushes_a_small_batch_once_it_is_max_age_old() -> None:
     queue: asyncio.Queue[IngestItem] = asyncio.Queue()
     sink = RecordingSink()
     async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(batcher(queue, sink, max_size=500, max_age_s=0.05).run())
+        linger = Batcher(
+            queue, sink, max_size=500, max_age_s=0.05, flush_when_idle=False
+        )
+        task = tg.create_task(linger.run())
         started = asyncio.get_running_loop().time()
         for i in range(3):
             await queue.put(sample(i))
@@ -143,12 +163,3 @@ async def _produce(queue: asyncio.Queue[IngestItem], count: int) -> None:
 def test_rejects_nonsense_limits() -> None:
     with pytest.raises(ValueError, match="max_size"):
         Batcher(asyncio.Queue(), RecordingSink(), max_size=0)
-
-
-def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
-    backoff = Backoff(initial=1.0, cap=8.0)
-    delays = [backoff.next_delay() for _ in range(6)]
-    for delay, ceiling in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
-        assert ceiling / 2 <= delay <= ceiling
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0

@@ -15,8 +15,8 @@ from typing import Protocol, TypeAlias
 
 from taktline_cloud.errors import StorageError
 from taktline_cloud.historian.samples import Sample
-from taktline_cloud.host.backoff import Backoff
 from taktline_cloud.host.sessions import NodeStatus
+from taktline_contract.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,13 @@ class IngestSink(Protocol):
 
 
 class Batcher:
-    """Writes the ingest queue in batches of at most `max_size`, none older than `max_age_s`."""
+    """Writes the ingest queue in batches of at most `max_size`, none older than `max_age_s`.
+
+    With `flush_when_idle` (the default) a batch is written as soon as the queue is empty: under
+    light load every sample is stored at once, and under heavy load the samples that arrive
+    while one batch is being written form the next (group commit), so batching costs no latency.
+    Without it a batch lingers up to `max_age_s` for more samples.
+    """
 
     def __init__(
         self,
@@ -45,6 +51,7 @@ class Batcher:
         max_size: int = 500,
         max_age_s: float = 0.1,
         backoff: Backoff | None = None,
+        flush_when_idle: bool = True,
     ) -> None:
         if max_size < 1 or max_age_s <= 0:
             raise ValueError("need max_size >= 1 and max_age_s > 0")
@@ -52,7 +59,8 @@ class Batcher:
         self._sink = sink
         self.max_size = max_size
         self.max_age_s = max_age_s
-        self._backoff = backoff or Backoff(initial=0.2, cap=10.0)
+        self.flush_when_idle = flush_when_idle
+        self._backoff = backoff or Backoff(initial=0.2, maximum=10.0)
         self._failing = False
         self.samples_written = 0
         self.batches_written = 0
@@ -96,6 +104,8 @@ class Batcher:
                 try:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
+                    if self.flush_when_idle:
+                        batch = await self._flush(batch)
                     break
 
     async def _flush(self, batch: list[Sample]) -> list[Sample]:
