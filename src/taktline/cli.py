@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    for noisy in ("amqtt", "transitions", "pymodbus", "uvicorn.access"):
+    for noisy in ("amqtt", "transitions", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The edge logs a failing PLC once; pymodbus would log every retry with a frame dump.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     options = DemoOptions(
         config_dir=args.config_dir,
         data_dir=args.data_dir,

@@ -100,7 +100,15 @@ async def run_demo(
             group_id=edge_config.sparkplug.group_id,
             host_id=edge_config.sparkplug.primary_host_id,
         )
-        edge_config = _point_edge_at(edge_config, broker.port, plant, options.data_dir)
+        read = {d.id for d in edge_config.devices}
+        if read - set(plant.endpoints):
+            missing = sorted(read - set(plant.endpoints))
+            raise DemoError(f"edge.yaml devices {missing} are not in simulators.yaml")
+        edge_config = edge_config.with_endpoints(
+            broker=(broker.host, broker.port),
+            devices={m: ep for m, ep in plant.endpoints.items() if m in read},
+            outbox_path=options.data_dir / f"edge-{edge_config.sparkplug.edge_node_id}-outbox.db",
+        )
 
         cloud_stop = asyncio.Event()
         http_port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -134,28 +142,6 @@ def _load_configs(options: DemoOptions) -> tuple[PlantSimConfig, EdgeConfig]:
         machines = tuple(m.model_copy(update={"port": 0}) for m in sim_config.machines)
         sim_config = sim_config.model_copy(update={"machines": machines})
     return sim_config, load_edge_config(options.config_dir / "edge.yaml")
-
-
-def _point_edge_at(
-    config: EdgeConfig, mqtt_port: int, plant: SimulatedPlant, data_dir: Path
-) -> EdgeConfig:
-    """The gateway config with the broker, PLC endpoints and outbox of this demo run."""
-    devices = []
-    for device in config.devices:
-        if device.id not in plant.endpoints:
-            raise DemoError(f"edge.yaml device {device.id} is not a machine of simulators.yaml")
-        host, port = plant.endpoints[device.id]
-        modbus = device.modbus.model_copy(update={"host": host, "port": port})
-        devices.append(device.model_copy(update={"modbus": modbus}))
-    return config.model_copy(
-        update={
-            "mqtt": config.mqtt.model_copy(update={"host": "127.0.0.1", "port": mqtt_port}),
-            "outbox": config.outbox.model_copy(
-                update={"path": data_dir / f"edge-{config.sparkplug.edge_node_id}-outbox.db"}
-            ),
-            "devices": devices,
-        }
-    )
 
 
 def _demo_work_orders(plant_file: Path) -> list[str]:

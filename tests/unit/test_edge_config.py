@@ -162,3 +162,17 @@ def test_endpoints_can_be_replaced_for_ephemeral_ports(tmp_path: Path) -> None:
     assert config.devices[1].tags == load_config(DEMO).devices[1].tags
     with pytest.raises(EdgeConfigError, match="no device"):
         config.with_endpoints(devices={"M7": ("127.0.0.1", 1)})
+
+
+def test_mqtt_credentials_come_from_the_environment() -> None:
+    config = load_config(DEMO)
+    assert config.with_environment({}) is config
+    secret = config.with_environment(
+        {"TAKTLINE_EDGE_MQTT_USERNAME": "GW-1", "TAKTLINE_EDGE_MQTT_PASSWORD": "s3cret"}
+    )
+    assert secret.mqtt.username == "GW-1"
+    assert secret.mqtt.password is not None
+    assert secret.mqtt.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(secret)
+    with pytest.raises(EdgeConfigError, match="no MQTT username"):
+        config.with_environment({"TAKTLINE_EDGE_MQTT_PASSWORD": "s3cret"})

@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config).with_environment(os.environ)
     except EdgeConfigError as exc:
         print(f"taktline-edge: invalid configuration\n{exc}", file=sys.stderr)  # noqa: T201
         return EXIT_INVALID_CONFIG

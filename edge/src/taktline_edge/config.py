@@ -202,6 +202,25 @@ class EdgeConfig(_Model):
         except ValidationError as exc:
             raise EdgeConfigError(str(exc)) from None
 
+    def with_environment(self, environ: Mapping[str, str]) -> "EdgeConfig":
+        """This config with MQTT credentials from ``TAKTLINE_EDGE_MQTT_USERNAME``/``_PASSWORD``.
+
+        Secrets belong in the gateway's environment (or a secret store), not in a YAML file
+        that is copied between gateways and into version control.
+        """
+        mqtt = self.mqtt
+        username = environ.get("TAKTLINE_EDGE_MQTT_USERNAME")
+        password = environ.get("TAKTLINE_EDGE_MQTT_PASSWORD")
+        if username is None and password is None:
+            return self
+        if username is not None:
+            mqtt = mqtt.model_copy(update={"username": username})
+        if password is not None:
+            mqtt = mqtt.model_copy(update={"password": SecretStr(password)})
+        if mqtt.password is not None and mqtt.username is None:
+            raise EdgeConfigError("TAKTLINE_EDGE_MQTT_PASSWORD is set but no MQTT username is")
+        return self.model_copy(update={"mqtt": mqtt})
+
     def device(self, device_id: str) -> DeviceConfig:
         """The device with id `device_id`; KeyError when there is none."""
         for device in self.devices:
