@@ -111,6 +111,8 @@ async def test_broker_outage_misses_nothing(
     async with plant_harness(tmp_path, mosquitto, database_url, SPEC) as harness:
         before, stock = await start_counting(harness)
         await asyncio.to_thread(mosquitto.stop)
+        # both sides notice the dead broker promptly (not after a 10 s publish timeout)
+        await wait_for(lambda: not harness.edge.status().connected, 6, what="edge disconnected")
         await produce_while_away(harness)
 
         await asyncio.to_thread(mosquitto.start)

@@ -30,6 +30,7 @@ from typing import Protocol
 import aiomqtt
 
 from taktline_contract import PayloadError
+from taktline_contract.backoff import Backoff
 from taktline_contract.metrics import NODE_REBIRTH
 from taktline_contract.sparkplug import (
     HostState,
@@ -41,7 +42,6 @@ from taktline_contract.sparkplug import (
     state_topic,
 )
 from taktline_contract.sparkplug.codec import Value
-from taktline_edge.backoff import Backoff
 from taktline_edge.cancellation import raise_if_cancelling, task_group
 from taktline_edge.config import EdgeConfig
 from taktline_edge.errors import EdgeError
@@ -50,6 +50,9 @@ from taktline_edge.outbox import AsyncOutbox, Sample, StoredSample
 from taktline_edge.tags import Tag
 
 log = logging.getLogger(__name__)
+
+DEATH_PUBLISH_TIMEOUT_S = 2.0
+"""How long an NDEATH before a reconnect may wait for its PUBACK (the will covers it)."""
 
 # Inbound traffic is STATE and commands only; beyond this many unread messages paho drops the
 # newest (a flood of commands is refused rather than queued without bound).
@@ -262,7 +265,15 @@ class Publisher:
             if host_offline:
                 # Sparkplug 3.0: stop, declare death, reconnect (new bdSeq), wait for the host.
                 self.status.live = False
-                await self._publish(client, self.topic(MessageType.NDEATH), self._death(session))
+                # aiomqtt does not fail a pending QoS 1 publish when the connection drops (the
+                # host's will often comes from a broker shutting down): wait briefly, since the
+                # NDEATH will covers a death that could not be published.
+                await self._publish(
+                    client,
+                    self.topic(MessageType.NDEATH),
+                    self._death(session),
+                    timeout_s=min(self.settings.timeout_s, DEATH_PUBLISH_TIMEOUT_S),
+                )
                 log.info(
                     "primary host %s offline: NDEATH published, reconnecting to wait for it",
                     s.primary_host_id,
@@ -467,9 +478,12 @@ class Publisher:
                 # Interrupted (disconnect, host offline, shutdown): what the broker has must go.
                 self._outbox.sync.delete(acked)
 
-    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, timeout_s: float | None = None
+    ) -> None:
         """Publish at QoS 1 and wait (bounded) for the broker's PUBACK."""
-        await client.publish(topic, payload, qos=1, timeout=self.settings.timeout_s)
+        timeout = self.settings.timeout_s if timeout_s is None else timeout_s
+        await client.publish(topic, payload, qos=1, timeout=timeout)
         self.status.messages_published += 1
 
 

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
-from taktline_cloud.host.backoff import Backoff
 from taktline_cloud.host.batcher import IngestItem
 from taktline_cloud.host.sessions import RebirthLimiter, RejectedMessageError, SparkplugSessions
 from taktline_cloud.settings import CloudSettings
 from taktline_contract import ContractError
+from taktline_contract.backoff import Backoff
 from taktline_contract.metrics import NODE_REBIRTH
 from taktline_contract.sparkplug import (
     DataType,
@@ -231,14 +231,19 @@ class PrimaryHost:
         return None
 
     async def _publish_state(
-        self, client: aiomqtt.Client, *, online: bool, timestamp: datetime
+        self,
+        client: aiomqtt.Client,
+        *,
+        online: bool,
+        timestamp: datetime,
+        timeout_s: float | None = None,
     ) -> None:
         await client.publish(
             self.options.state_topic,
             encode_state(HostState(online=online, timestamp=timestamp)),
             qos=1,
             retain=True,
-            timeout=self.options.timeout_s,
+            timeout=self.options.timeout_s if timeout_s is None else timeout_s,
         )
 
     async def _receive(
@@ -289,7 +294,12 @@ class PrimaryHost:
         if self._stopping:
             return True
         log.info("STATE %s says offline while we run: publishing online", self.options.state_topic)
-        await self._publish_state(client, online=True, timestamp=born)
+        # Our offline will often arrives because the broker is shutting down, and aiomqtt does
+        # not fail a pending publish when the connection drops: wait briefly, not the full
+        # timeout, so the reconnect (which publishes online anyway) is not held up.
+        await self._publish_state(
+            client, online=True, timestamp=born, timeout_s=min(self.options.timeout_s, 2.0)
+        )
         return False
 
     async def _request_rebirth(self, client: aiomqtt.Client, edge_node: str, reason: str) -> None:
