@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
-from tests.integration.test_demo import DIST, running_demo, wait_until
+from tests.demo_support import DIST, running_demo, wait_until
 from tests.support import missing_service, wait_for_sync
 
 pytestmark = pytest.mark.browser

@@ -11,7 +11,7 @@ import pytest
 
 from taktline_contract.sparkplug import MessageType
 from taktline_edge.agent import EdgeAgent
-from tests.integration.test_edge_helpers import (
+from tests.edge_support import (
     Plc,
     Received,
     SparkplugHost,

@@ -10,7 +10,7 @@ import pytest
 from taktline.broker import embedded_broker
 from taktline_contract.sparkplug import MessageType
 from taktline_edge.agent import EdgeAgent
-from tests.integration.test_edge_helpers import (
+from tests.edge_support import (
     Plc,
     SparkplugHost,
     edge_config,

@@ -11,7 +11,7 @@ from taktline_edge.drivers.modbus import ModbusDriver
 from taktline_edge.errors import DriverError, OutboxError
 from taktline_edge.planner import Block, plan_reads
 from taktline_edge.tags import Tag, TagType
-from tests.integration.test_edge_helpers import edge_config, plc, wait_polled
+from tests.edge_support import edge_config, plc, wait_polled
 from tests.support import free_port, wait_for
 
 

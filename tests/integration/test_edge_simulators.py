@@ -13,7 +13,7 @@ from taktline_edge.config import EdgeConfig, load_config
 from taktline_simulators.config import load_config as load_plant
 from taktline_simulators.modbus_server import run_plant
 from tests.conftest import CONFIG
-from tests.integration.test_edge_helpers import SparkplugHost, series
+from tests.edge_support import SparkplugHost, series
 from tests.support import Mosquitto
 
 pytestmark = pytest.mark.mosquitto

@@ -15,7 +15,7 @@ import pytest
 
 from taktline_contract.sparkplug import DataType, MessageType, Metric
 from taktline_edge.agent import EdgeAgent
-from tests.integration.test_edge_helpers import (
+from tests.edge_support import (
     MACHINE_TAGS,
     Plc,
     SparkplugHost,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from taktline_edge.backoff import Backoff
+from taktline_contract.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap_and_jitter_only_shortens() -> None:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from taktline_edge.backoff import Backoff
+from taktline_contract.backoff import Backoff
 from taktline_edge.errors import DriverError, OutboxFullError
 from taktline_edge.outbox import Sample
 from taktline_edge.planner import Block

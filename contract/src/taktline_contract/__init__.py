@@ -2,7 +2,8 @@
 
 Everything that crosses the broker is defined here once: the Sparkplug B 3.0 topic namespace
 and payload codec, the primary host STATE message, and the names of the metrics that carry
-production meaning (counters, machine state).
+production meaning (counters, machine state). It also holds the one retry policy every process
+uses (`taktline_contract.backoff`), since the components must not import each other.
 
 Exceptions::
 

@@ -1,4 +1,4 @@
-"""Capped exponential backoff with jitter: the one retry delay policy of the edge agent."""
+"""Capped exponential backoff with jitter: the one retry delay policy of every Taktline process."""
 
 import random
 from dataclasses import dataclass, field

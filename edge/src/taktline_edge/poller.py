@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from taktline_edge.backoff import Backoff
+from taktline_contract.backoff import Backoff
 from taktline_edge.cancellation import raise_if_cancelling
 from taktline_edge.errors import DriverError, OutboxError, TagError
 from taktline_edge.outbox import Sample
