@@ -759,16 +759,12 @@ class PlantService:
                     reason=promise.reason,
                     at=now,
                 )
-                row = SalesOrderLineRow(
-                    order=line.order,
-                    customer=line.customer,
-                    line=line.line,
-                    item=line.item,
-                    quantity=canonical(line.quantity),
-                    requested_date=line.requested_date,
-                    promised_at=promise.promised_at,
-                    promise_reason=promise.reason,
-                    at_risk=promise.at_risk,
+                row = _sales_row(line).model_copy(
+                    update={
+                        "promised_at": promise.promised_at,
+                        "promise_reason": promise.reason,
+                        "at_risk": promise.at_risk,
+                    }
                 )
                 previous = iso_utc(line.promised_at) if line.promised_at else None
                 changes.add(PROMISE_CHANGED, {**row.to_json(), "previous_promised_at": previous})
