@@ -229,3 +229,23 @@ def test_rebirth_requests_are_rate_limited_per_node() -> None:
     assert not limiter.allow("GW-1", 104.9)
     assert limiter.allow("GW-2", 104.9)
     assert limiter.allow("GW-1", 105.0)
+
+
+def test_ddata_without_datatypes_is_decoded_with_the_births_datatypes() -> None:
+    from taktline_contract.sparkplug.schema import PayloadMessage
+
+    # Sparkplug: only births must carry datatypes; a third-party node may omit them in DDATA.
+    message = PayloadMessage(timestamp=int(T0.timestamp() * 1000) + 1000, seq=2)
+    by_alias = message.metrics.add(alias=1)
+    by_alias.int_value = 107
+    by_name = message.metrics.add(name=TEMPERATURE)
+    by_name.float_value = 63.5
+    sessions = born()
+    outcome = sessions.handle(topic("DDATA"), bytes(message.SerializeToString()), NOW)
+    assert [(s.metric, s.value) for s in samples(outcome.items)] == [
+        (GOOD_COUNT, Decimal(107)),
+        (TEMPERATURE, Decimal("63.5")),
+    ]
+    # without a birth there is nothing to take the datatype from: the message is refused
+    with pytest.raises(RejectedMessageError, match="no datatype"):
+        SparkplugSessions(GROUP).handle(topic("DDATA"), bytes(message.SerializeToString()), NOW)

@@ -112,3 +112,31 @@ def test_host_state_round_trips_and_rejects_junk() -> None:
         decode_state(b"ONLINE")
     with pytest.raises(PayloadError):
         decode_state(b'{"online": "yes", "timestamp": 1}')
+
+
+def _without_datatype(name: str | None, alias: int | None, int_value: int) -> bytes:
+    from taktline_contract.sparkplug.schema import PayloadMessage
+
+    message = PayloadMessage(timestamp=1_764_000_000_000, seq=1)
+    metric = message.metrics.add()
+    if name is not None:
+        metric.name = name
+    if alias is not None:
+        metric.alias = alias
+    metric.int_value = int_value
+    return bytes(message.SerializeToString())
+
+
+def test_a_data_metric_without_datatype_takes_it_from_its_birth() -> None:
+    raw = _without_datatype(None, 3, 2**32 - 2)
+    births = {3: DataType.INT16}
+    payload = decode_payload(raw, lambda name, alias: births.get(alias) if alias else None)
+    assert payload.metrics[0].datatype == DataType.INT16
+    assert payload.metrics[0].value == -2  # two's complement per the birth's INT16
+
+
+def test_a_metric_without_datatype_and_no_birth_is_refused_by_name() -> None:
+    with pytest.raises(PayloadError, match="alias 9: no datatype"):
+        decode_payload(_without_datatype(None, 9, 1))
+    with pytest.raises(PayloadError, match="M1/Count: no datatype"):
+        decode_payload(_without_datatype("M1/Count", None, 1), lambda name, alias: None)

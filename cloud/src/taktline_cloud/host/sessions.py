@@ -24,6 +24,7 @@ from taktline_contract.sparkplug import (
     decode_payload,
     parse_topic,
 )
+from taktline_contract.sparkplug.codec import DatatypeLookup
 
 
 class RejectedMessageError(CloudError):
@@ -102,7 +103,7 @@ class SparkplugSessions:
         if parsed.message_type in (MessageType.NCMD, MessageType.DCMD):
             return Outcome()  # commands (ours, echoed back by the group subscription)
         try:
-            payload = decode_payload(raw)
+            payload = decode_payload(raw, self._birth_datatypes(parsed))
         except ContractError as exc:
             raise RejectedMessageError(str(exc)) from exc
         outcome = Outcome(edge_node=parsed.edge_node_id)
@@ -116,6 +117,25 @@ class SparkplugSessions:
         }[parsed.message_type]
         handler(parsed, payload, received_at, outcome)
         return outcome
+
+    def _birth_datatypes(self, topic: Topic) -> DatatypeLookup | None:
+        """Datatypes from the birth of the topic's node or device (DATA may omit them)."""
+        if topic.message_type not in (MessageType.NDATA, MessageType.DDATA):
+            return None
+        node = self._nodes.get(topic.edge_node_id)
+        if node is None:
+            return None
+        table = node.aliases if topic.device_id is None else node.devices.get(topic.device_id)
+        if not table:
+            return None
+        by_name = {d.name: d.datatype for d in table.values()}
+
+        def datatype_of(name: str | None, alias: int | None) -> DataType | None:
+            if alias is not None and alias in table:
+                return table[alias].datatype
+            return by_name.get(name) if name is not None else None
+
+        return datatype_of
 
     def _nbirth(self, topic: Topic, payload: Payload, now: datetime, out: Outcome) -> None:
         bd_seq = _bd_seq(payload)

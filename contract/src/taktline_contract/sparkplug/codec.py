@@ -1,6 +1,6 @@
 """Encode and decode Sparkplug B payloads to and from typed, immutable values."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -128,8 +128,16 @@ def encode_payload(payload: Payload) -> bytes:
     return bytes(message.SerializeToString())
 
 
-def decode_payload(raw: bytes) -> Payload:
-    """Parse Sparkplug B bytes; raise `PayloadError` naming what is wrong."""
+DatatypeLookup: TypeAlias = Callable[[str | None, int | None], DataType | None]
+"""Finds a metric's datatype by (name, alias) from the birth certificate that defined it."""
+
+
+def decode_payload(raw: bytes, datatype_of: DatatypeLookup | None = None) -> Payload:
+    """Parse Sparkplug B bytes; raise `PayloadError` naming what is wrong.
+
+    Sparkplug requires the datatype only in births: a DATA or CMD metric may leave it out, and
+    `datatype_of` then supplies it from the birth (by name or alias).
+    """
     message = PayloadMessage()
     try:
         message.ParseFromString(raw)
@@ -137,7 +145,7 @@ def decode_payload(raw: bytes) -> Payload:
         raise PayloadError(f"not a Sparkplug B payload: {exc}") from exc
     if not message.HasField("timestamp"):
         raise PayloadError("payload has no timestamp")
-    metrics = tuple(_decode_metric(m, i) for i, m in enumerate(message.metrics))
+    metrics = tuple(_decode_metric(m, i, datatype_of) for i, m in enumerate(message.metrics))
     seq = message.seq if message.HasField("seq") else None
     if seq is not None and seq > 255:
         raise PayloadError(f"seq {seq} is outside 0..255")
@@ -182,7 +190,7 @@ def _wire_value(metric: Metric) -> tuple[str, Value]:
     return field_name, value
 
 
-def _decode_metric(message: Any, index: int) -> Metric:
+def _decode_metric(message: Any, index: int, datatype_of: DatatypeLookup | None) -> Metric:
     name = message.name if message.HasField("name") else None
     alias = message.alias if message.HasField("alias") else None
     label = name or (f"alias {alias}" if alias is not None else f"#{index}")
@@ -192,6 +200,11 @@ def _decode_metric(message: Any, index: int) -> Metric:
         datatype = DataType(message.datatype)
     except ValueError:
         raise PayloadError(f"metric {label}: unsupported datatype {message.datatype}") from None
+    if datatype == DataType.UNKNOWN and not message.is_null:
+        known = datatype_of(name, alias) if datatype_of is not None else None
+        if known is None:
+            raise PayloadError(f"metric {label}: no datatype, and no birth that gives one")
+        datatype = known
     value: Value = None
     if not message.is_null:
         value = _read_value(message, datatype, label)
