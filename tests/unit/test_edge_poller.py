@@ -11,11 +11,12 @@ from decimal import Decimal
 import pytest
 
 from taktline_contract.backoff import Backoff
+from taktline_contract.sparkplug import DataType
 from taktline_edge.errors import DriverError, OutboxFullError
 from taktline_edge.outbox import Sample
 from taktline_edge.planner import Block
 from taktline_edge.poller import Poller
-from taktline_edge.tags import Tag, TagType
+from taktline_edge.tags import Table, Tag, TagType
 
 TAGS = (
     Tag("Production/GoodCount", 0, TagType.UINT32),
@@ -205,3 +206,91 @@ async def test_a_failing_device_is_unavailable_logged_once_and_recovers(
     assert _available(poller) is True
     assert [r.getMessage() for r in caplog.records] == ["M1 available again"]
     assert clock.sleeps == pytest.approx([0.15, 0.15, 0.15]), "back on the cadence"
+
+
+async def test_availability_changes_are_stamped_and_reported_once_each() -> None:
+    clock = Clock()
+    plc, sink = Plc(clock), Sink()
+    poller = _poller(clock, plc, sink)
+    changes: list[tuple[str, bool, str | None]] = []
+    poller.on_availability = lambda device, up, reason: changes.append((device, up, reason))
+    assert poller.status.since is None
+    assert await poller.poll_once()
+    first = poller.status.since
+    assert first is not None
+    assert first.tzinfo is UTC
+    assert await poller.poll_once()
+    assert poller.status.since == first, "no change, no new stamp"
+    plc.failing = True
+    assert not await poller.poll_once()
+    assert not await poller.poll_once()
+    down = poller.status.since
+    assert down is not None
+    assert down > first
+    plc.failing = False
+    assert await poller.poll_once()
+    assert changes == [
+        ("M1", True, None),
+        ("M1", False, "M1: cannot connect to 127.0.0.1:5021"),
+        ("M1", True, None),
+    ]
+
+
+@dataclass
+class Tables:
+    """A fake PLC with all four tables; replies per block table."""
+
+    values: dict[Table, list[int]]
+
+    async def read_blocks(self, blocks: Sequence[Block]) -> list[list[int]]:
+        return [self.values[b.table][b.start : b.end] for b in blocks]
+
+
+async def test_one_poll_reads_every_table_into_typed_samples() -> None:
+    tags = (
+        Tag("Run", 1, TagType.BOOL, table=Table.COIL),
+        Tag("Door", 0, TagType.BOOL, table=Table.DISCRETE),
+        Tag("Alarm", 0, TagType.BIT, table=Table.INPUT, bit=2),
+        Tag("Level", 1, TagType.INT16, table=Table.INPUT, scale=Decimal("0.5")),
+        Tag("Count", 0, TagType.UINT32),
+    )
+    plc = Tables(
+        {
+            Table.COIL: [0, 1],
+            Table.DISCRETE: [1],
+            Table.INPUT: [0b100, 0xFFFE],
+            Table.HOLDING: [0, 70_000 - 65_536],
+        }
+    )
+    sink = Sink()
+    clock = Clock()
+    poller = Poller("M1", tags, 1.0, plc, sink, clock=clock, sleep=clock.sleep)
+    assert [(b.table, b.start, b.count) for b in poller.blocks] == [
+        (Table.COIL, 1, 1),
+        (Table.DISCRETE, 0, 1),
+        (Table.INPUT, 0, 2),
+        (Table.HOLDING, 0, 2),
+    ]
+    assert await poller.poll_once()
+    got = {s.metric: (s.value, s.datatype) for s in sink.stored}
+    assert got == {
+        "Run": (True, DataType.BOOLEAN),
+        "Door": (True, DataType.BOOLEAN),
+        "Alarm": (True, DataType.BOOLEAN),
+        "Level": (Decimal("-1.0"), DataType.DOUBLE),
+        "Count": (4464, DataType.UINT32),
+    }
+    plc.values[Table.COIL][1] = 0
+    assert await poller.poll_once()
+    assert [(s.metric, s.value) for s in sink.stored[5:]] == [("Run", False)]
+
+
+async def test_a_reply_per_block_or_the_device_is_unavailable() -> None:
+    class Short:
+        async def read_blocks(self, blocks: Sequence[Block]) -> list[list[int]]:
+            return []
+
+    clock = Clock()
+    poller = Poller("M1", TAGS, 1.0, Short(), Sink(), clock=clock, sleep=clock.sleep)
+    assert not await poller.poll_once()
+    assert poller.status.last_error == "M1: 0 replies to 2 blocks"

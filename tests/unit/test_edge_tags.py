@@ -1,10 +1,11 @@
-"""Register decoding: every type, byte order and word order, scale/offset, deadband."""
+"""Decoding: every type and table, byte and word order, bits, strings, scale/offset, deadband."""
 
 from __future__ import annotations
 
 import math
 import struct
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,18 @@ from hypothesis import strategies as st
 
 from taktline_contract.sparkplug import DataType
 from taktline_edge.errors import TagError
-from taktline_edge.tags import ByteOrder, Tag, TagType, decode_words, encode_words, float32_decimal
+from taktline_edge.tags import (
+    ByteOrder,
+    Table,
+    Tag,
+    TagType,
+    decode_bit,
+    decode_string,
+    decode_words,
+    encode_string,
+    encode_words,
+    float32_decimal,
+)
 
 ORDERS: list[tuple[ByteOrder, ByteOrder]] = [
     ("big", "big"),
@@ -74,7 +86,7 @@ def test_float32_and_float64_in_every_order(byte_order: ByteOrder, word_order: B
 
 
 @given(
-    kind=st.sampled_from([t for t in TagType if not t.is_float]),
+    kind=st.sampled_from([t for t in TagType if t.is_numeric and not t.is_float]),
     orders=st.sampled_from(ORDERS),
     data=st.data(),
 )
@@ -180,3 +192,139 @@ def test_invalid_tags_are_refused() -> None:
         Tag("a", 0, TagType.UINT16, deadband=Decimal(-1))
     with pytest.raises(TagError, match="scale"):
         Tag("a", 0, TagType.UINT16, scale=Decimal(0))
+
+
+# Coils, discrete inputs, bits inside registers, strings, tables.
+
+
+def test_coils_and_discrete_inputs_decode_as_booleans() -> None:
+    coil = Tag("Control/Run", 3, TagType.BOOL, table=Table.COIL)
+    discrete = Tag("Safety/DoorClosed", 7, TagType.BOOL, table=Table.DISCRETE)
+    assert coil.decode([1]) is True
+    assert coil.decode([0]) is False
+    assert discrete.decode([1]) is True
+    assert coil.datatype == discrete.datatype == DataType.BOOLEAN
+    assert (coil.words, coil.end) == (1, 4)
+    with pytest.raises(TagError, match="1 bit"):
+        coil.decode([1, 0])
+
+
+@pytest.mark.parametrize(("bit", "expected"), [(0, True), (1, False), (2, True), (15, True)])
+def test_a_bit_inside_a_register(bit: int, expected: bool) -> None:
+    word = 0b1000_0000_0000_0101
+    for table in (Table.HOLDING, Table.INPUT):
+        tag = Tag("Status/Flag", 4, TagType.BIT, table=table, bit=bit)
+        assert tag.decode([word]) is expected
+        assert tag.datatype == DataType.BOOLEAN
+        assert (tag.words, tag.end) == (1, 5)
+    assert decode_bit(word, 15) is True
+    with pytest.raises(TagError, match="16-bit"):
+        decode_bit(0x10000, 0)
+
+
+def test_strings_in_both_byte_orders_with_trailing_nuls_stripped() -> None:
+    # "AB-7" then two NUL bytes of padding in three registers.
+    big = Tag("Order/Id", 20, TagType.STRING, length=3)
+    assert big.decode([0x4142, 0x2D37, 0x0000]) == "AB-7"
+    assert big.datatype == DataType.STRING
+    assert (big.words, big.end) == (3, 23)
+    swapped = Tag("Order/Id", 20, TagType.STRING, length=3, byte_order="little")
+    assert swapped.decode([0x4241, 0x372D, 0x0000]) == "AB-7"
+    odd = Tag("s", 0, TagType.STRING, length=2)
+    assert odd.decode([0x4142, 0x4300]) == "ABC"
+    assert odd.decode([0, 0]) == ""
+    assert odd.decode([0x4100, 0x4200]) == "A\x00B", "only trailing NULs are padding"
+
+
+def test_utf8_and_ascii_strings() -> None:
+    utf8 = Tag("Operator", 0, TagType.STRING, length=3, encoding="utf-8")
+    words = encode_string("Müller"[:4], 3, "utf-8")  # "Mül" + "l": 5 bytes
+    assert utf8.decode(words) == "Müll"
+    ascii_tag = Tag("Operator", 0, TagType.STRING, length=3)
+    with pytest.raises(TagError, match="not ascii text"):
+        ascii_tag.decode(words)
+    assert decode_string([0x4869], "ascii") == "Hi"
+    with pytest.raises(TagError, match="more than 1 registers"):
+        encode_string("abc", 1)
+    with pytest.raises(TagError, match="not ascii"):
+        encode_string("é", 2)
+
+
+def test_string_writes_pad_with_nuls_and_round_trip() -> None:
+    tag = Tag("Order/Id", 20, TagType.STRING, length=4, writable=True, word_order="little")
+    words = tag.encode("WO-1")
+    assert len(words) == 4
+    assert tag.decode(words) == "WO-1"
+    with pytest.raises(TagError, match="not text"):
+        tag.encode(5)
+    with pytest.raises(TagError, match="not a number"):
+        Tag("n", 0, TagType.UINT16).encode("5")
+
+
+def test_coil_writes_are_states_not_register_words() -> None:
+    coil = Tag("Control/Run", 3, TagType.BOOL, table=Table.COIL, writable=True)
+    assert coil.encode_bit(True) is True
+    assert coil.encode_bit(0) is False
+    assert coil.encode_bit(Decimal(1)) is True
+    with pytest.raises(TagError, match="not a coil state"):
+        coil.encode_bit(2)
+    with pytest.raises(TagError, match="not a coil state"):
+        coil.encode_bit("on")
+    with pytest.raises(TagError, match="not register words"):
+        coil.encode(True)
+    with pytest.raises(TagError, match="not a coil"):
+        Tag("n", 0, TagType.UINT16).encode_bit(True)
+
+
+def test_booleans_and_strings_report_every_change() -> None:
+    coil = Tag("c", 0, TagType.BOOL, table=Table.COIL)
+    assert coil.changed(None, False)
+    assert not coil.changed(True, True)
+    assert coil.changed(True, False)
+    text = Tag("s", 0, TagType.STRING, length=2)
+    assert not text.changed("a", "a")
+    assert text.changed("a", "b")
+
+
+def test_tables_carry_their_function_codes_and_limits() -> None:
+    assert [t.function_code for t in Table] == [1, 2, 4, 3]
+    assert Table.COIL.max_block == Table.DISCRETE.max_block == 2000
+    assert Table.HOLDING.max_block == Table.INPUT.max_block == 125
+    assert Table.COIL.writable
+    assert Table.HOLDING.writable
+    assert not Table.DISCRETE.writable
+    assert not Table.INPUT.writable
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"type": TagType.UINT16, "table": Table.COIL}, "type is bool, not uint16"),
+        ({"type": TagType.BIT, "table": Table.COIL, "bit": 1}, "type is bool, not bit"),
+        ({"type": TagType.BOOL}, "use type bit"),
+        ({"type": TagType.BIT}, "needs `bit`"),
+        ({"type": TagType.UINT16, "bit": 3}, "`bit` applies to type bit only"),
+        ({"type": TagType.BIT, "bit": 16}, "bit 16 is not within 0..15"),
+        ({"type": TagType.STRING}, "needs `length`"),
+        ({"type": TagType.UINT16, "length": 2}, "`length` applies to type string only"),
+        ({"type": TagType.STRING, "length": 126}, "not within 1..125"),
+        ({"type": TagType.STRING, "length": 2, "scale": Decimal(2)}, "scale and offset"),
+        ({"type": TagType.BIT, "bit": 0, "deadband": Decimal(1)}, "deadband applies"),
+        ({"type": TagType.UINT16, "table": Table.INPUT, "writable": True}, "read-only"),
+        ({"type": TagType.BOOL, "table": Table.DISCRETE, "writable": True}, "read-only"),
+        ({"type": TagType.BIT, "bit": 0, "writable": True}, "cannot be writable"),
+    ],
+)
+def test_bad_combinations_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TagError, match=message):
+        Tag("bad", 0, **kwargs)
+
+
+def test_the_end_of_the_bit_and_string_address_spaces() -> None:
+    Tag("last", 65535, TagType.BOOL, table=Table.COIL)
+    with pytest.raises(TagError, match="runs past register 65535"):
+        Tag("s", 65534, TagType.STRING, length=3)
+    with pytest.raises(TagError, match="not a number type"):
+        decode_words([1], TagType.STRING)
+    with pytest.raises(TagError, match="not a number type"):
+        encode_words(1, TagType.BOOL)

@@ -11,22 +11,91 @@ In-process use (the demo, tests)::
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import cast
 
+from taktline_contract.sparkplug import DataType
 from taktline_contract.sparkplug.codec import Value
 from taktline_edge.config import EdgeConfig
 from taktline_edge.drivers.modbus import ModbusDriver
+from taktline_edge.drivers.opcua import OpcUaSource
 from taktline_edge.errors import CommandError, EdgeError, TagError
+from taktline_edge.health import HealthServer
+from taktline_edge.messages import (
+    DEVICE_CONNECTED,
+    DEVICE_ERRORS,
+    DEVICE_POLL_LATENCY,
+    NODE_SCAN_RATE,
+    OUTBOX_BYTES,
+    OUTBOX_DEPTH,
+    OUTBOX_DROPPED,
+    OUTBOX_FULL,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_REFUSED,
+    NodeMetric,
+    device_metric,
+)
 from taktline_edge.outbox import AsyncOutbox, Outbox, Sample
-from taktline_edge.poller import DeviceStatus, Poller
+from taktline_edge.planner import Block
+from taktline_edge.poller import DeviceStatus, Poller, RegisterReader
 from taktline_edge.publisher import DeviceModel, LinkStatus, Publisher, PublisherSettings
 from taktline_edge.tags import Tag
 
 log = logging.getLogger(__name__)
 
 _STOP_ATTEMPTS = 30
+MIN_SCAN_RATE_MS = 10
+MAX_SCAN_RATE_MS = 3_600_000
+"""The range `DeviceConfig.poll_interval_ms` allows, applied to NCMD Scan Rate too."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxHealth:
+    """The outbox as the node metrics and the health endpoint report it."""
+
+    depth: int = 0
+    bytes: int = 0
+    oldest_age_ms: int = 0
+    full: bool = False
+    dropped: int = 0
+    refused: int = 0
+
+
+def _outbox_health(outbox: Outbox) -> OutboxHealth:
+    oldest = outbox.oldest_timestamp()
+    age = 0 if oldest is None else (datetime.now(UTC) - oldest) // _ONE_MS
+    return OutboxHealth(
+        depth=outbox.depth(),
+        bytes=outbox.size_bytes(),
+        oldest_age_ms=max(0, int(age)),
+        full=outbox.full,
+        dropped=outbox.dropped(),
+        refused=outbox.refused,
+    )
+
+
+_ONE_MS = timedelta(milliseconds=1)
+
+
+@dataclass
+class _TimedReader:
+    """Wraps a poller's reader to measure each poll's read latency."""
+
+    inner: RegisterReader
+    latency_ms: dict[str, int] = field(default_factory=dict)
+    device: str = ""
+
+    async def read_blocks(self, blocks: Sequence[Block]) -> Sequence[Sequence[int]]:
+        started = time.monotonic()
+        try:
+            return await self.inner.read_blocks(blocks)
+        finally:
+            self.latency_ms[self.device] = round((time.monotonic() - started) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +129,12 @@ class EdgeAgent:
         self._pollers: dict[str, Poller] = {}
         self._drivers: dict[str, ModbusDriver] = {}
         self._depth_at_stop = 0
+        self._latency_ms: dict[str, int] = {}
+        self._outbox_health = OutboxHealth()
+        self._health: HealthServer | None = None
+        intervals = {d.poll_interval_ms for d in config.devices}
+        # One number for the node: the common interval, or the fastest if devices differ.
+        self._scan_rate_ms = min(intervals)
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -67,13 +142,19 @@ class EdgeAgent:
 
     async def run(self) -> None:
         """Open the outbox, then poll and publish until cancelled."""
-        outbox = await asyncio.to_thread(
-            Outbox, self.config.outbox.path, self.config.outbox.max_bytes
-        )
+        cfg = self.config.outbox
+        outbox = await asyncio.to_thread(Outbox, cfg.path, cfg.max_bytes, cfg.when_full)
         try:
             self._build(outbox)
             assert self._publisher is not None
+            self._outbox_health = await asyncio.to_thread(_outbox_health, outbox)
             async with asyncio.TaskGroup() as tasks:
+                if self.config.health.port is not None:
+                    self._health = HealthServer(
+                        self.config.health.host, self.config.health.port, self.health
+                    )
+                    await self._health.start()
+                    tasks.create_task(self._health.serve(), name="health")
                 for device_id, poller in self._pollers.items():
                     tasks.create_task(poller.run(), name=f"poll:{device_id}")
                 tasks.create_task(self._publisher.run(), name="publish")
@@ -96,7 +177,22 @@ class EdgeAgent:
         self._outbox = outbox
         async_outbox = AsyncOutbox(outbox)
         for device in self.config.devices:
+            if device.opcua is not None:
+                tags = device.opcua_tags()
+                source = OpcUaSource(
+                    device.id,
+                    device.opcua,
+                    tags,
+                    self._store,
+                    password=device.opcua.resolved_password(os.environ),
+                )
+                # Interim bridge until the publisher and this class take a metric protocol
+                # (metric, datatype, writable): births use only those, writes check writable.
+                self._tags[device.id] = {t.metric: cast(Tag, t) for t in tags}
+                self._pollers[device.id] = cast(Poller, source)
+                continue
             m = device.modbus
+            assert m is not None  # the config validator requires modbus or opcua
             driver = ModbusDriver(device.id, m.host, m.port, m.unit_id, m.timeout_s)
             self._drivers[device.id] = driver
             self._pollers[device.id] = Poller(
@@ -107,9 +203,18 @@ class EdgeAgent:
                 sink=self._store,
                 max_gap=device.max_gap,
             )
+        for device_id, poller in self._pollers.items():
+            if isinstance(poller, Poller):
+                poller.reader = _TimedReader(poller.reader, self._latency_ms, device_id)
         models = [DeviceModel(d, tuple(tags.values())) for d, tags in self._tags.items()]
         self._publisher = Publisher(
-            self.settings, async_outbox, models, self._current, commands=self._write
+            self.settings,
+            async_outbox,
+            models,
+            self._current,
+            commands=self._write,
+            node_metrics=self._node_metrics,
+            scan_rate=self.set_scan_rate,
         )
         self._async_outbox = async_outbox
 
@@ -124,6 +229,109 @@ class EdgeAgent:
     def _current(self, device: str) -> Mapping[str, Sample]:
         poller = self._pollers.get(device)
         return dict(poller.current) if poller is not None else {}
+
+    async def _node_metrics(self) -> list[NodeMetric]:
+        """The agent's own health as Sparkplug node metrics (names stable for its life)."""
+        if self._outbox is not None:
+            self._outbox_health = await asyncio.to_thread(_outbox_health, self._outbox)
+        o = self._outbox_health
+        metrics = [
+            NodeMetric(NODE_SCAN_RATE, DataType.INT64, self._scan_rate_ms),
+            NodeMetric(OUTBOX_DEPTH, DataType.UINT64, o.depth),
+            NodeMetric(OUTBOX_OLDEST_AGE, DataType.INT64, o.oldest_age_ms),
+            NodeMetric(OUTBOX_BYTES, DataType.UINT64, o.bytes),
+            NodeMetric(OUTBOX_FULL, DataType.BOOLEAN, o.full),
+            NodeMetric(OUTBOX_DROPPED, DataType.UINT64, o.dropped),
+            NodeMetric(OUTBOX_REFUSED, DataType.UINT64, o.refused),
+        ]
+        for device, poller in self._pollers.items():
+            status = poller.status
+            metrics += [
+                NodeMetric(
+                    device_metric(device, DEVICE_CONNECTED),
+                    DataType.BOOLEAN,
+                    status.available is True,
+                ),
+                NodeMetric(device_metric(device, DEVICE_ERRORS), DataType.UINT64, status.failures),
+                NodeMetric(
+                    device_metric(device, DEVICE_POLL_LATENCY),
+                    DataType.INT64,
+                    self._latency_ms.get(device, 0),
+                ),
+            ]
+        return metrics
+
+    def set_scan_rate(self, interval_ms: int) -> None:
+        """Set the poll interval of every polled device (NCMD Node Control/Scan Rate)."""
+        if not MIN_SCAN_RATE_MS <= interval_ms <= MAX_SCAN_RATE_MS:
+            raise CommandError(
+                f"scan rate {interval_ms} ms is outside {MIN_SCAN_RATE_MS}..{MAX_SCAN_RATE_MS}"
+            )
+        for poller in self._pollers.values():
+            if isinstance(poller, Poller):  # subscriptions (OPC UA) have no poll interval
+                poller.interval_s = interval_ms / 1000
+        self._scan_rate_ms = interval_ms
+
+    @property
+    def scan_rate_ms(self) -> int:
+        """The node's scan rate (poll interval) in milliseconds."""
+        return self._scan_rate_ms
+
+    @property
+    def health_port(self) -> int | None:
+        """The health endpoint's bound port (None when disabled or not started)."""
+        return self._health.port if self._health is not None else None
+
+    async def health(self) -> dict[str, object]:
+        """The JSON document of the health endpoint; "ok" is false when something needs a look."""
+        if self._outbox is not None:
+            self._outbox_health = await asyncio.to_thread(_outbox_health, self._outbox)
+        link = self.link
+        o = self._outbox_health
+        devices: dict[str, object] = {}
+        for device, poller in self._pollers.items():
+            st = poller.status
+            devices[device] = {
+                "available": st.available,
+                "polls": st.polls,
+                "failures": st.failures,
+                "samples": st.samples,
+                "last_error": st.last_error,
+                "poll_latency_ms": self._latency_ms.get(device),
+            }
+        ok = link.live and not o.full and all(p.status.available for p in self._pollers.values())
+        return {
+            "ok": ok,
+            "group_id": self.settings.group_id,
+            "edge_node_id": self.settings.edge_node_id,
+            "scan_rate_ms": self._scan_rate_ms,
+            "mqtt": {
+                "connected": link.connected,
+                "host_online": link.host_online,
+                "live": link.live,
+                "bd_seq": link.bd_seq,
+                "sessions": link.sessions,
+                "births": link.births,
+                "samples_published": link.samples_published,
+                "last_error": link.last_error,
+            },
+            "outbox": {
+                "depth": o.depth,
+                "bytes": o.bytes,
+                "max_bytes": self.config.outbox.max_bytes,
+                "when_full": self.config.outbox.when_full,
+                "oldest_age_ms": o.oldest_age_ms,
+                "full": o.full,
+                "dropped": o.dropped,
+                "refused": o.refused,
+            },
+            "commands": {
+                "received": link.commands,
+                "refused": link.commands_refused,
+                "last_refusal": link.last_refusal,
+            },
+            "devices": devices,
+        }
 
     async def _write(self, device: str, metric: str, value: Value) -> None:
         """DCMD: write a tag, if the tag map allows it."""

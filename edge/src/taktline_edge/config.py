@@ -11,6 +11,7 @@ Relative paths (the outbox) are resolved against the working directory of the pr
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,14 +23,19 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from taktline_contract.sparkplug import DataType
 from taktline_edge.errors import EdgeConfigError, TagError
 from taktline_edge.planner import MAX_BLOCK
-from taktline_edge.tags import MAX_ADDRESS, Tag, TagType
+from taktline_edge.tags import MAX_ADDRESS, Encoding, Table, Tag, TagType
 
 _SPARKPLUG_ID = re.compile(r"[^/+#\s]+")
 
@@ -74,8 +80,10 @@ class OutboxConfig(_Model):
 
     path: Path
     max_bytes: int = Field(default=DEFAULT_OUTBOX_BYTES, ge=64 * 1024)
-    """Bound on disk; when reached, new samples are refused until the outbox drains (several
-    million samples by default: days of a line's changes)."""
+    """Bound on disk (several million samples by default: days of a line's changes)."""
+    when_full: Literal["refuse", "drop_oldest"] = "refuse"
+    """At the bound: refuse new samples until the outbox drains, or drop the oldest ones. Either
+    way the node metrics Outbox/Full and Outbox/Dropped (or Outbox/Refused) say so."""
 
 
 class ModbusConfig(_Model):
@@ -88,11 +96,19 @@ class ModbusConfig(_Model):
 
 
 class TagConfig(_Model):
-    """One tag: a metric read from holding registers starting at `address`."""
+    """One tag: a metric read from `table` (holding registers by default) at `address`.
+
+    `type` defaults to bool for coils and discrete inputs and is required for registers;
+    `bit` goes with type bit, `length` (registers) and `encoding` with type string.
+    """
 
     metric: str = Field(min_length=1)
     address: int = Field(ge=0, le=MAX_ADDRESS)
-    type: TagType
+    table: Table = Table.HOLDING
+    type: TagType | None = None
+    bit: int | None = Field(default=None, ge=0, le=15)
+    length: int | None = Field(default=None, ge=1)
+    encoding: Encoding = "ascii"
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
     scale: Decimal | None = None
@@ -108,54 +124,229 @@ class TagConfig(_Model):
         return value
 
     @model_validator(mode="after")
-    def _fits_address_space(self) -> "TagConfig":
-        if self.address + self.type.words > MAX_ADDRESS + 1:
-            raise ValueError(f"a {self.type} at {self.address} runs past register {MAX_ADDRESS}")
+    def _valid_tag(self) -> "TagConfig":
+        if self.type is None and not self.table.is_bits:
+            raise ValueError(f"type is required for a tag in the {self.table} table")
+        # One set of rules: the runtime tag's (address space, bit/length/table combinations).
+        try:
+            self.to_tag()
+        except TagError as exc:
+            raise ValueError(str(exc).removeprefix(f"{self.metric}: ")) from None
         return self
 
     def to_tag(self) -> Tag:
         """The runtime tag."""
-        try:
-            return Tag(
-                metric=self.metric,
-                address=self.address,
-                type=self.type,
-                byte_order=self.byte_order,
-                word_order=self.word_order,
-                scale=self.scale,
-                offset=self.offset,
-                deadband=self.deadband,
-                writable=self.writable,
+        kind = self.type if self.type is not None else TagType.BOOL
+        return Tag(
+            metric=self.metric,
+            address=self.address,
+            type=kind,
+            byte_order=self.byte_order,
+            word_order=self.word_order,
+            scale=self.scale,
+            offset=self.offset,
+            deadband=self.deadband,
+            writable=self.writable,
+            table=self.table,
+            bit=self.bit,
+            length=self.length,
+            encoding=self.encoding,
+        )
+
+
+OPCUA_DATATYPES: dict[str, DataType] = {
+    "Boolean": DataType.BOOLEAN,
+    "Int8": DataType.INT8,
+    "Int16": DataType.INT16,
+    "Int32": DataType.INT32,
+    "Int64": DataType.INT64,
+    "UInt8": DataType.UINT8,
+    "UInt16": DataType.UINT16,
+    "UInt32": DataType.UINT32,
+    "UInt64": DataType.UINT64,
+    "Float": DataType.FLOAT,
+    "Double": DataType.DOUBLE,
+}
+"""Sparkplug datatype names an OPC UA tag may declare (numbers and booleans: what the outbox
+stores exactly); `taktline-edge browse` writes them from the server's variant types."""
+
+OpcUaDataTypeName = Literal[
+    "Boolean",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "UInt8",
+    "UInt16",
+    "UInt32",
+    "UInt64",
+    "Float",
+    "Double",
+]
+_OPCUA_ENDPOINT = re.compile(r"opc\.tcp://[^/:\s]+:\d{1,5}(/\S*)?")
+_OPCUA_NODE_ID = re.compile(r"(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)")
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaTag:
+    """One OPC UA tag at run time: a metric fed by a monitored item on `node_id`."""
+
+    metric: str
+    node_id: str
+    datatype: DataType
+    deadband: Decimal | None = None
+    writable: bool = False
+    """Writes go to Modbus devices only for now; the agent refuses a DCMD on these."""
+
+
+class OpcUaConfig(_Model):
+    """One OPC UA server connection (one machine) and its subscription parameters."""
+
+    endpoint: str
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of an environment variable holding the password (keeps it out of the YAML)."""
+    certificate_dir: Path | None = None
+    """Where the agent keeps its application certificate and key (created on first start)."""
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    max_items_per_subscription: int = Field(default=1000, ge=1, le=100_000)
+    publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
+    """0 asks the server for its fastest rate."""
+    queue_size: int = Field(default=1, ge=1, le=10_000)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not _OPCUA_ENDPOINT.fullmatch(value):
+            raise ValueError("must look like opc.tcp://host:port/path")
+        port = int(value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError("port must be within 1..65535")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OpcUaConfig":
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError(
+                "security_policy and security_mode must both be None or both be set"
+                f" (got {self.security_policy}/{self.security_mode})"
             )
-        except TagError as exc:  # pragma: no cover - the validators above check the same
-            raise ValueError(str(exc)) from exc
+        if self.security_policy != "None" and self.certificate_dir is None:
+            raise ValueError("certificate_dir is required with a security policy")
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        if (self.password is not None or self.password_env is not None) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
+
+    def resolved_password(self, environ: Mapping[str, str]) -> str | None:
+        """The password, from the config or the environment variable it names."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_env is None:
+            return None
+        try:
+            return environ[self.password_env]
+        except KeyError:
+            raise EdgeConfigError(
+                f"opcua.password_env names {self.password_env}, which is not set"
+            ) from None
+
+
+class OpcUaTagConfig(_Model):
+    """One OPC UA tag: a metric fed by the node `node_id` (datatype as browse wrote it)."""
+
+    metric: str = Field(min_length=1)
+    node_id: str
+    type: OpcUaDataTypeName
+    deadband: Decimal | None = Field(default=None, ge=0)
+    """Absolute deadband, applied by the server (a DataChangeFilter)."""
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not _OPCUA_NODE_ID.fullmatch(value):
+            raise ValueError("must be an OPC UA node id such as ns=2;s=Line1.Press.Good or i=2258")
+        return value
+
+    @model_validator(mode="after")
+    def _numeric_deadband(self) -> "OpcUaTagConfig":
+        if self.deadband is not None and self.type == "Boolean":
+            raise ValueError("a Boolean tag cannot have a deadband")
+        return self
+
+    def to_tag(self) -> OpcUaTag:
+        """The runtime tag."""
+        return OpcUaTag(self.metric, self.node_id, OPCUA_DATATYPES[self.type], self.deadband)
+
+
+_MODBUS_TAGS: TypeAdapter[list[TagConfig]] = TypeAdapter(list[TagConfig])
+_OPCUA_TAGS: TypeAdapter[list[OpcUaTagConfig]] = TypeAdapter(list[OpcUaTagConfig])
 
 
 class DeviceConfig(_Model):
-    """One machine: its PLC connection, poll cadence and tag map."""
+    """One machine: its PLC connection (`modbus` or `opcua`), poll cadence and tag map."""
 
     id: SparkplugId
-    modbus: ModbusConfig
+    modbus: ModbusConfig | None = None
+    opcua: OpcUaConfig | None = None
     poll_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
     max_gap: int = Field(default=0, ge=0, le=MAX_BLOCK - 1)
     """Unused registers a block read may span to join two tags (0: contiguous only)."""
-    tags: list[TagConfig] = Field(min_length=1)
+    tags: list[TagConfig] | list[OpcUaTagConfig] = Field(min_length=1)
+    """Modbus tags (`address`, `type`, ...) or, on an `opcua` device, OPC UA tags (`node_id`)."""
 
-    @field_validator("tags")
+    @field_validator("tags", mode="wrap")
     @classmethod
-    def _unique_metrics(cls, tags: list[TagConfig]) -> list[TagConfig]:
+    def _tags_of_the_protocol(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> list[TagConfig] | list[OpcUaTagConfig]:
+        # Validate against the device's protocol only, so errors name that schema's fields.
+        opcua = info.data.get("opcua") is not None
+        if not opcua and info.data.get("modbus") is None and isinstance(value, list):
+            opcua = any(isinstance(t, dict) and "node_id" in t for t in value)
+        tags: list[TagConfig] | list[OpcUaTagConfig]
+        tags = _OPCUA_TAGS.validate_python(value) if opcua else _MODBUS_TAGS.validate_python(value)
+        if not tags:
+            raise PydanticCustomError("too_short", "List should have at least 1 item")
         first: dict[str, int] = {}
-        for index, tag in enumerate(tags):
-            if tag.metric in first:
-                raise ValueError(
-                    f"metric {tag.metric!r} is in tags[{first[tag.metric]}] and [{index}]"
-                )
-            first[tag.metric] = index
+        metrics: list[str] = [t.metric for t in tags]
+        for index, metric in enumerate(metrics):
+            if metric in first:
+                raise ValueError(f"metric {metric!r} is in tags[{first[metric]}] and [{index}]")
+            first[metric] = index
         return tags
 
+    @model_validator(mode="after")
+    def _one_protocol(self) -> "DeviceConfig":
+        if (self.modbus is None) == (self.opcua is None):
+            raise ValueError("a device needs exactly one of modbus or opcua")
+        return self
+
     def to_tags(self) -> tuple[Tag, ...]:
-        """The device's runtime tag map."""
-        return tuple(t.to_tag() for t in self.tags)
+        """The device's runtime Modbus tag map (empty for an OPC UA device)."""
+        return tuple(t.to_tag() for t in self.tags if isinstance(t, TagConfig))
+
+    def opcua_tags(self) -> tuple[OpcUaTag, ...]:
+        """The device's runtime OPC UA tag map (empty for a Modbus device)."""
+        return tuple(t.to_tag() for t in self.tags if isinstance(t, OpcUaTagConfig))
+
+
+class HealthConfig(_Model):
+    """The gateway's own monitoring: local health endpoint, node metrics, log format."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Listen address of the health endpoint (loopback: it is for the gateway's own monitor)."""
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """HTTP port of ``GET /health`` (JSON); None disables the endpoint, 0 picks a free port."""
+    metrics_interval_s: float = Field(default=5.0, ge=0.1, le=3600)
+    """Least time between two NDATA with changed node metrics (rate limit)."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line, for the gateway's log shipper."""
 
 
 class EdgeConfig(_Model):
@@ -165,6 +356,7 @@ class EdgeConfig(_Model):
     mqtt: MqttConfig
     outbox: OutboxConfig
     devices: list[DeviceConfig] = Field(min_length=1)
+    health: HealthConfig = HealthConfig()
 
     @field_validator("devices")
     @classmethod

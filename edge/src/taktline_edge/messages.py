@@ -42,15 +42,107 @@ def wire_value(value: SampleValue) -> Value:
     return value
 
 
-def node_birth(timestamp: datetime, bd_seq: int) -> Payload:
-    """The NBIRTH payload (seq 0)."""
+NODE_SCAN_RATE = "Node Control/Scan Rate"
+"""Int64, milliseconds: the poll interval of every device; an NCMD sets it."""
+OUTBOX_DEPTH = "Outbox/Depth"
+"""UInt64: samples waiting in the outbox."""
+OUTBOX_OLDEST_AGE = "Outbox/Oldest Age"
+"""Int64, milliseconds: age of the oldest waiting sample (0 when empty)."""
+OUTBOX_BYTES = "Outbox/Bytes"
+"""UInt64: bytes of the outbox file in use."""
+OUTBOX_FULL = "Outbox/Full"
+"""Boolean alarm: the outbox is at its bound (refusing new samples or dropping the oldest)."""
+OUTBOX_DROPPED = "Outbox/Dropped"
+"""UInt64: samples dropped to make room (policy drop_oldest), over the file's life."""
+OUTBOX_REFUSED = "Outbox/Refused"
+"""UInt64: samples refused (policy refuse) since the agent started."""
+COMMANDS_REFUSED = "Commands/Refused"
+"""UInt64: NCMD/DCMD refused or failed since the agent started."""
+COMMANDS_LAST_REFUSAL = "Commands/Last Refusal"
+"""String: which command was refused and why."""
+
+
+def device_metric(device: str, leaf: str) -> str:
+    """A node metric about one device: ``Devices/{device}/{leaf}``."""
+    return f"Devices/{device}/{leaf}"
+
+
+DEVICE_CONNECTED = "Connected"
+"""Boolean: the device answered its last poll (connection state)."""
+DEVICE_ERRORS = "Errors"
+"""UInt64: failed polls since the agent started."""
+DEVICE_POLL_LATENCY = "Poll Latency"
+"""Int64, milliseconds: how long the last poll's reads took."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMetric:
+    """One node metric's current value (for NBIRTH and NDATA)."""
+
+    name: str
+    datatype: DataType
+    value: Value
+
+
+def node_birth(
+    timestamp: datetime,
+    bd_seq: int,
+    metrics: Sequence[NodeMetric] = (),
+    aliases: Mapping[str, int] | None = None,
+) -> Payload:
+    """The NBIRTH payload (seq 0): bdSeq, Rebirth and the node's own metrics with aliases."""
+    known = aliases or {}
     return Payload.of(
         timestamp,
         [
             Metric(BD_SEQ, DataType.UINT64, bd_seq, timestamp=timestamp),
             Metric(NODE_REBIRTH, DataType.BOOLEAN, False, timestamp=timestamp),
+            *(
+                Metric(m.name, m.datatype, m.value, timestamp=timestamp, alias=known.get(m.name))
+                for m in metrics
+            ),
         ],
         seq=0,
+    )
+
+
+def node_data(
+    timestamp: datetime, seq: int, metrics: Sequence[NodeMetric], aliases: Mapping[str, int]
+) -> Payload:
+    """An NDATA of changed node metrics, by alias (metrics without one go by name)."""
+    return Payload(
+        timestamp,
+        tuple(
+            Metric(
+                None if m.name in aliases else m.name,
+                m.datatype,
+                m.value,
+                timestamp=timestamp,
+                alias=aliases.get(m.name),
+            )
+            for m in metrics
+        ),
+        seq,
+    )
+
+
+def current_data(
+    timestamp: datetime, seq: int, samples: Sequence[Sample], aliases: Mapping[str, int]
+) -> Payload:
+    """A DDATA of current values (e.g. the actual value after a refused write), not historical."""
+    return Payload(
+        timestamp,
+        tuple(
+            Metric(
+                None,
+                s.datatype,
+                wire_value(s.value),
+                timestamp=s.timestamp,
+                alias=aliases[s.metric],
+            )
+            for s in samples
+        ),
+        seq,
     )
 
 

@@ -4,7 +4,9 @@ Cadence: polls are scheduled on monotonic deadlines (start + k * interval), so t
 takes never accumulates into drift; a poll that overruns skips the ticks it missed rather than
 bursting to catch up. A device that fails is marked unavailable (logged once), retried with the
 shared backoff, and marked available again when a read succeeds (logged once); the other
-devices' pollers are independent tasks and keep polling.
+devices' pollers are independent tasks and keep polling. Each change of availability is stamped
+in `DeviceStatus.since` and handed to `on_availability` (the publisher turns it into the
+device's Sparkplug state: its metrics' quality).
 """
 
 import asyncio
@@ -14,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Protocol
 
 from taktline_contract.backoff import Backoff
@@ -29,9 +32,13 @@ log = logging.getLogger(__name__)
 class RegisterReader(Protocol):
     """What a poller needs from a driver."""
 
-    async def read_blocks(self, blocks: Sequence[Block]) -> list[list[int]]:
-        """The registers of each block; raise `DriverError` on failure."""
+    async def read_blocks(self, blocks: Sequence[Block]) -> Sequence[Sequence[int]]:
+        """The registers (or bits, as 0/1) of each block; raise `DriverError` on failure."""
         ...
+
+
+AvailabilityListener = Callable[[str, bool, str | None], None]
+"""Called with (device, available, reason) when a device becomes available or unavailable."""
 
 
 class SampleSink(Protocol):
@@ -48,6 +55,8 @@ class DeviceStatus:
 
     available: bool | None = None
     """None before the first poll, then whether the last poll succeeded."""
+    since: datetime | None = None
+    """When `available` last changed (UTC)."""
     last_error: str | None = None
     polls: int = 0
     failures: int = 0
@@ -70,6 +79,7 @@ class Poller:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     status: DeviceStatus = field(default_factory=DeviceStatus)
+    on_availability: AvailabilityListener | None = None
     current: dict[str, Sample] = field(default_factory=dict)
     _blocks: tuple[Block, ...] = field(init=False)
     _reported: dict[str, TagValue] = field(init=False, default_factory=dict)
@@ -126,11 +136,16 @@ class Poller:
             await self._store(changed)
         return True
 
-    def _decode(self, registers: Sequence[Sequence[int]]) -> list[tuple[Tag, TagValue]]:
+    def _decode(
+        self, registers: Sequence[Sequence[int]]
+    ) -> list[tuple[Tag, int | float | Decimal | bool]]:
+        if len(registers) != len(self._blocks):
+            got, asked = len(registers), len(self._blocks)
+            raise DriverError(f"{self.device}: {got} replies to {asked} blocks")
         out = []
         for block, words in zip(self._blocks, registers, strict=True):
             for tag in block.tags:
-                out.append((tag, tag.decode(block.words(words, tag))))
+                out.append((tag, _sample_value(tag, tag.decode(block.words(words, tag)))))
         return out
 
     async def _store(self, samples: Sequence[Sample]) -> None:
@@ -165,21 +180,36 @@ class Poller:
         self.status.last_error = reason
         if self.status.available is not False:
             log.warning("%s unavailable: %s", self.device, reason)
+            self._set_available(False, reason)
         else:
             log.debug("%s still unavailable: %s", self.device, reason)
-        self.status.available = False
 
     def _mark_available(self) -> None:
         if self.status.available is False:
             log.info("%s available again", self.device)
         elif self.status.available is None:
             log.info("%s available", self.device)
-        self.status.available = True
         self.status.last_error = None
+        if self.status.available is not True:
+            self._set_available(True, None)
+
+    def _set_available(self, available: bool, reason: str | None) -> None:
+        self.status.available = available
+        self.status.since = self.now()
+        if self.on_availability is not None:
+            self.on_availability(self.device, available, reason)
 
 
 def _tag_value(sample: Sample) -> TagValue:
     value = sample.value
-    if isinstance(value, bool) or value is None:  # pragma: no cover - tags never decode to these
-        raise TagError(f"{sample.metric}: {value!r} is not a tag value")
+    if value is None:  # pragma: no cover - tags never decode to None
+        raise TagError(f"{sample.metric}: None is not a tag value")
+    return value
+
+
+def _sample_value(tag: Tag, value: TagValue) -> int | float | Decimal | bool:
+    if isinstance(value, str):
+        # The outbox cannot store text yet (its SampleValue has no str): fail loudly, never
+        # drop the value silently. Remove once the outbox carries DataType.STRING.
+        raise TagError(f"{tag.metric}: string tags cannot be stored by this outbox yet")
     return value

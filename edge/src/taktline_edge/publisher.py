@@ -7,6 +7,19 @@ online - Sparkplug 3.0 gating. It then drains the outbox in order as DDATA, abou
 publishes in flight, and deletes rows only after their PUBACK. Rows stored before a birth are
 flagged historical, so replayed data never overrides a host's current values.
 
+Replay: rows stored before a birth (historical) and rows stored while live are read as two
+streams, each in order; every round publishes the waiting live rows first, then up to
+`historical_rounds` batches of the backlog, so live data is never stuck behind an outage's
+backlog while the backlog drains at many times the live rate.
+
+Node metrics (`messages.NodeMetric`, from the agent: outbox depth/age/full/dropped, per-device
+connection state, errors and poll latency, scan rate, refused commands) go in the NBIRTH with
+aliases, then as NDATA of the changed ones at most every `node_metrics_interval_s` (sooner, but
+still rate-limited, after a command changed or refused something). NCMD ``Node Control/Scan
+Rate`` sets the poll interval of every device. A refused or failed DCMD is never silent: it is
+logged with its reason, counted in ``Commands/Refused`` / ``Commands/Last Refusal``, and the
+metric's actual value is published back as DDATA.
+
 When the host goes offline (STATE online=false, or its will) the node stops publishing data,
 publishes NDEATH, disconnects, reconnects with a new bdSeq and waits for the host again; polling
 and buffering go on meanwhile. NCMD ``Node Control/Rebirth`` = true re-sends the births. Broker
@@ -21,7 +34,9 @@ the outbox deletes a sample only on the broker's acknowledgement.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +48,7 @@ from taktline_contract import PayloadError
 from taktline_contract.backoff import Backoff
 from taktline_contract.metrics import NODE_REBIRTH
 from taktline_contract.sparkplug import (
+    DataType,
     HostState,
     MessageType,
     Topic,
@@ -45,7 +61,19 @@ from taktline_contract.sparkplug.codec import Value
 from taktline_edge.cancellation import raise_if_cancelling, task_group
 from taktline_edge.config import EdgeConfig
 from taktline_edge.errors import EdgeError
-from taktline_edge.messages import SeqCounter, device_birth, device_data, node_birth, node_death
+from taktline_edge.messages import (
+    COMMANDS_LAST_REFUSAL,
+    COMMANDS_REFUSED,
+    NODE_SCAN_RATE,
+    NodeMetric,
+    SeqCounter,
+    current_data,
+    device_birth,
+    device_data,
+    node_birth,
+    node_data,
+    node_death,
+)
 from taktline_edge.outbox import AsyncOutbox, Sample, StoredSample
 from taktline_edge.tags import Tag
 
@@ -57,6 +85,18 @@ DEATH_PUBLISH_TIMEOUT_S = 2.0
 # Inbound traffic is STATE and commands only; beyond this many unread messages paho drops the
 # newest (a flood of commands is refused rather than queued without bound).
 _MAX_INCOMING = 1000
+# Refused DCMDs whose actual value is still to be published; beyond this the oldest report is
+# dropped (the refusal itself is still logged and counted).
+_MAX_REPORTS = 1000
+_MIN_FORCED_GAP_S = 0.2
+"""Least time between two NDATA even when commands force them (a command flood)."""
+NODE_ALIAS_KEY = ""
+"""The `Outbox.aliases` device key of node metrics (no device id is empty)."""
+
+NodeMetricsSource = Callable[[], Awaitable[Sequence[NodeMetric]]]
+"""The agent's current node metrics (names and datatypes stable for the agent's life)."""
+ScanRateHandler = Callable[[int], None]
+"""Sets every device's poll interval (ms); raises `CommandError` for an invalid one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +122,10 @@ class PublisherSettings:
     """Deadline of every network operation (connect, subscribe, publish acknowledgement)."""
     idle_poll_s: float = 1.0
     """How often an idle drain loop looks at the outbox without being woken."""
+    historical_rounds: int = 4
+    """Backlog batches published per batch of live rows (replay interleaving)."""
+    node_metrics_interval_s: float = 5.0
+    """Least time between two NDATA of changed node metrics."""
 
     @classmethod
     def from_config(cls, config: EdgeConfig) -> "PublisherSettings":
@@ -97,6 +141,7 @@ class PublisherSettings:
             keepalive_s=mqtt.keepalive_s,
             username=mqtt.username,
             password=mqtt.password.get_secret_value() if mqtt.password is not None else None,
+            node_metrics_interval_s=config.health.metrics_interval_s,
         )
 
 
@@ -130,6 +175,10 @@ class LinkStatus:
     messages_published: int = 0
     samples_published: int = 0
     commands: int = 0
+    commands_refused: int = 0
+    last_refusal: str | None = None
+    node_data: int = 0
+    """NDATA messages published (node metrics)."""
     last_error: str | None = None
 
 
@@ -158,6 +207,8 @@ class Publisher:
         *,
         commands: CommandHandler | None = None,
         backoff: Backoff | None = None,
+        node_metrics: NodeMetricsSource | None = None,
+        scan_rate: ScanRateHandler | None = None,
     ) -> None:
         self.settings = settings
         self.status = LinkStatus()
@@ -171,6 +222,15 @@ class Publisher:
         self._aliases: dict[str, dict[str, int]] = {}
         self._by_alias: dict[int, tuple[str, str]] = {}
         self._failing = False
+        self._node_metrics = node_metrics
+        self._scan_rate = scan_rate
+        self._node_aliases: dict[str, int] = {}
+        self._node_by_alias: dict[int, str] = {}
+        self._node_sent: dict[str, Value] = {}
+        self._node_due = 0.0
+        self._node_last = 0.0
+        self._node_force = False
+        self._reports: deque[tuple[str, str]] = deque(maxlen=_MAX_REPORTS)
         s = settings
         self._state_topic = state_topic(s.primary_host_id)
         self._ncmd_topic = str(Topic(s.group_id, MessageType.NCMD, s.edge_node_id))
@@ -353,12 +413,44 @@ class Publisher:
             return
         self.status.commands += 1
         for metric in payload.metrics:
-            if metric.name == NODE_REBIRTH and metric.value is True:
+            name = metric.name
+            if name is None and metric.alias is not None:
+                name = self._node_by_alias.get(metric.alias)
+            if name == NODE_REBIRTH and metric.value is True:
                 log.info("rebirth requested by NCMD")
                 session.rebirth.set()
                 self._wake.set()
+            elif name == NODE_SCAN_RATE:
+                self._on_scan_rate(metric.value)
             else:
-                log.warning("ignoring unsupported NCMD metric %s", metric.name or metric.alias)
+                self._refuse(f"NCMD {name or metric.alias}", "unsupported node metric")
+
+    def _on_scan_rate(self, value: Value) -> None:
+        what = f"NCMD {NODE_SCAN_RATE} = {value!r}"
+        if self._scan_rate is None:
+            self._refuse(what, "this node has no scan rate")
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._refuse(what, "the scan rate is an integer number of milliseconds")
+            return
+        try:
+            self._scan_rate(value)
+        except EdgeError as exc:
+            self._refuse(what, str(exc))
+            return
+        log.info("scan rate set to %d ms by NCMD", value)
+        self._node_force = True
+        self._wake.set()
+
+    def _refuse(self, what: str, reason: str, report: tuple[str, str] | None = None) -> None:
+        """Never silent: log, count, publish the reason (node metric) and the actual value."""
+        log.warning("%s refused: %s", what, reason)
+        self.status.commands_refused += 1
+        self.status.last_refusal = f"{what}: {reason}"
+        if report is not None:
+            self._reports.append(report)
+        self._node_force = True
+        self._wake.set()
 
     async def _on_device_command(self, device: str, data: bytes) -> None:
         try:
@@ -373,16 +465,22 @@ class Publisher:
                 owner, name = self._by_alias.get(metric.alias, (device, None))
                 if owner != device:
                     name = None
-            if name is None or self._commands is None:
-                log.warning("refusing DCMD for %s: unknown metric %s", device, metric.alias)
+            if name is None:
+                self._refuse(f"DCMD {device}/alias {metric.alias}", "unknown metric")
+                continue
+            what = f"DCMD {device}/{name} = {metric.value!r}"
+            if self._commands is None:
+                self._refuse(what, "this node accepts no writes", (device, name))
                 continue
             try:
                 async with asyncio.timeout(self.settings.timeout_s):
                     await self._commands(device, name, metric.value)
-            except (EdgeError, TimeoutError) as exc:
-                log.warning("DCMD %s/%s = %r refused: %s", device, name, metric.value, exc)
+            except TimeoutError:
+                self._refuse(what, "the write timed out", (device, name))
+            except EdgeError as exc:
+                self._refuse(what, str(exc), (device, name))
             else:
-                log.info("DCMD %s/%s = %r written", device, name, metric.value)
+                log.info("%s written", what)
 
     # sending
 
@@ -396,13 +494,81 @@ class Publisher:
                 await self._birth(client, session)
                 continue
             self._wake.clear()
-            rows = await self._outbox.oldest(self.settings.round_rows)
-            if rows:
-                await self._drain(client, session, rows)
+            await self._send_reports(client, session)
+            await self._send_node_data(client, session)
+            if await self._drain_round(client, session):
                 continue
+            idle = self.settings.idle_poll_s
+            if self._node_metrics is not None:
+                idle = max(0.0, min(idle, self._node_due - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.idle_poll_s):
+                async with asyncio.timeout(idle):
                     await self._wake.wait()
+
+    async def _drain_round(self, client: aiomqtt.Client, session: _Session) -> bool:
+        """Live rows first, then some backlog batches; whether anything was published."""
+        drained = False
+        live = await self._outbox.oldest(self.settings.round_rows, historical=False)
+        if live:
+            await self._drain(client, session, live)
+            drained = True
+        for _ in range(self.settings.historical_rounds):
+            if session.rebirth.is_set():
+                break
+            rows = await self._outbox.oldest(self.settings.round_rows, historical=True)
+            if not rows:
+                break
+            await self._drain(client, session, rows)
+            drained = True
+        return drained
+
+    async def _send_reports(self, client: aiomqtt.Client, session: _Session) -> None:
+        """After refused writes: the metrics' actual values, so the host's view is right."""
+        per_device: dict[str, list[Sample]] = {}
+        while self._reports:
+            device, metric = self._reports.popleft()
+            sample = self._current(device).get(metric)
+            aliases = self._aliases.get(device, {})
+            if sample is None or metric not in aliases:
+                continue  # never polled yet: the node metric carries the refusal
+            per_device.setdefault(device, []).append(sample)
+        for device, samples in per_device.items():
+            payload = current_data(
+                datetime.now(UTC), session.seq.next(), samples, self._aliases[device]
+            )
+            await self._publish(
+                client, self.topic(MessageType.DDATA, device), encode_payload(payload)
+            )
+
+    async def _current_node_metrics(self) -> list[NodeMetric]:
+        metrics = list(await self._node_metrics()) if self._node_metrics is not None else []
+        metrics.append(NodeMetric(COMMANDS_REFUSED, DataType.UINT64, self.status.commands_refused))
+        metrics.append(
+            NodeMetric(COMMANDS_LAST_REFUSAL, DataType.STRING, self.status.last_refusal or "")
+        )
+        return metrics
+
+    async def _send_node_data(self, client: aiomqtt.Client, session: _Session) -> None:
+        """NDATA of the node metrics that changed, rate-limited."""
+        now = time.monotonic()
+        due = now >= self._node_due
+        forced = self._node_force and now - self._node_last >= _MIN_FORCED_GAP_S
+        if not (due or forced):
+            return
+        self._node_force = False
+        self._node_last = now
+        self._node_due = now + self.settings.node_metrics_interval_s
+        changed = [
+            m
+            for m in await self._current_node_metrics()
+            if m.name in self._node_aliases and self._node_sent.get(m.name, _UNSENT) != m.value
+        ]
+        if not changed:
+            return
+        payload = node_data(datetime.now(UTC), session.seq.next(), changed, self._node_aliases)
+        await self._publish(client, self.topic(MessageType.NDATA), encode_payload(payload))
+        self._node_sent.update((m.name, m.value) for m in changed)
+        self.status.node_data += 1
 
     async def _birth(self, client: aiomqtt.Client, session: _Session) -> None:
         session.born = True
@@ -410,8 +576,15 @@ class Publisher:
         # Everything waiting now predates the values the births are about to carry.
         await self._outbox.mark_all_historical()
         now = datetime.now(UTC)
+        metrics = await self._current_node_metrics()
+        known = await self._outbox.aliases(NODE_ALIAS_KEY, [m.name for m in metrics])
+        self._node_aliases = known
+        self._node_by_alias = {alias: name for name, alias in known.items()}
+        self._node_sent = {m.name: m.value for m in metrics}
+        self._node_last = time.monotonic()
+        self._node_due = self._node_last + self.settings.node_metrics_interval_s
         session.seq.reset()  # NBIRTH is seq 0
-        nbirth = node_birth(now, session.bd_seq)
+        nbirth = node_birth(now, session.bd_seq, metrics, known)
         await self._publish(client, self.topic(MessageType.NBIRTH), encode_payload(nbirth))
         for device in self._devices:
             aliases = await self._device_aliases(device)
@@ -485,6 +658,9 @@ class Publisher:
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
         await client.publish(topic, payload, qos=1, timeout=timeout)
         self.status.messages_published += 1
+
+
+_UNSENT = object()
 
 
 def _leaves(exc: BaseException) -> set[type[BaseException]]:

@@ -1,8 +1,13 @@
-"""The declarative tag map and the pure decoding of Modbus register words into values.
+"""The declarative tag map and the pure decoding of Modbus register words and bits into values.
 
-A tag says where a value lives (first holding register), how it is laid out (type, byte order
-within each 16-bit word, order of the words) and how it is scaled. Decoding is pure: the same
-words always give the same value, so it is tested without a PLC.
+A tag says where a value lives (its `table` - holding or input registers, coils or discrete
+inputs - and first address), how it is laid out (type, byte order within each 16-bit word, order
+of the words, the bit of a register, the length of a string) and how it is scaled. Decoding is
+pure: the same words always give the same value, so it is tested without a PLC.
+
+Coils and discrete inputs are single bits (`bool`); a register table holds numbers, a `bit` of
+one register (`bool`), or a `string` of `length` registers (two bytes each, trailing NULs
+stripped).
 
 Byte and word order, for a 32-bit value whose big-endian bytes are ``A B C D``:
 
@@ -25,12 +30,47 @@ from taktline_contract.sparkplug import DataType
 from taktline_edge.errors import TagError
 
 ByteOrder: TypeAlias = Literal["big", "little"]
-TagValue: TypeAlias = int | float | Decimal
-"""A decoded value: int or float as the type dictates, Decimal when scale/offset apply."""
+TagValue: TypeAlias = int | float | Decimal | bool | str
+"""A decoded value: int, float, bool or str as the type dictates, Decimal when scaled."""
+Encoding: TypeAlias = Literal["ascii", "utf-8"]
+
+
+class Table(StrEnum):
+    """The four Modbus data tables; each is read with its own function code."""
+
+    COIL = "coil"
+    DISCRETE = "discrete"
+    INPUT = "input"
+    HOLDING = "holding"
+
+    @property
+    def is_bits(self) -> bool:
+        """True for the single-bit tables (coils, discrete inputs)."""
+        return self in (Table.COIL, Table.DISCRETE)
+
+    @property
+    def function_code(self) -> int:
+        """The Modbus read function code of the table."""
+        return _READ_CODES[self]
+
+    @property
+    def max_block(self) -> int:
+        """The most items one read may return (Modbus: 2000 bits, 125 registers)."""
+        return MAX_BITS if self.is_bits else MAX_REGISTERS
+
+    @property
+    def writable(self) -> bool:
+        """False for the read-only tables (discrete and input)."""
+        return self in (Table.COIL, Table.HOLDING)
+
+
+MAX_REGISTERS = 125
+MAX_BITS = 2000
+_READ_CODES = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 
 
 class TagType(StrEnum):
-    """Register layouts a tag can have."""
+    """Value layouts a tag can have."""
 
     UINT16 = "uint16"
     INT16 = "int16"
@@ -40,11 +80,19 @@ class TagType(StrEnum):
     UINT64 = "uint64"
     INT64 = "int64"
     FLOAT64 = "float64"
+    BOOL = "bool"
+    """A coil or discrete input."""
+    BIT = "bit"
+    """One bit of a holding or input register."""
+    STRING = "string"
+    """`length` registers of text."""
 
     @property
     def words(self) -> int:
-        """Number of 16-bit registers the value occupies."""
-        return _LAYOUT[self][1]
+        """Registers (or bits) the value occupies; a string's length is per tag (0 here)."""
+        if self in _LAYOUT:
+            return _LAYOUT[self][1]
+        return 0 if self == TagType.STRING else 1
 
     @property
     def is_float(self) -> bool:
@@ -52,9 +100,16 @@ class TagType(StrEnum):
         return self in (TagType.FLOAT32, TagType.FLOAT64)
 
     @property
+    def is_numeric(self) -> bool:
+        """True for the integer and float types (which scale, offset and deadband apply to)."""
+        return self in _LAYOUT
+
+    @property
     def datatype(self) -> DataType:
         """The Sparkplug datatype of an unscaled value of this type."""
-        return _LAYOUT[self][2]
+        if self in _LAYOUT:
+            return _LAYOUT[self][2]
+        return DataType.STRING if self == TagType.STRING else DataType.BOOLEAN
 
 
 # type -> (struct format of the big-endian bytes, words, Sparkplug datatype)
@@ -70,6 +125,8 @@ _LAYOUT: dict[TagType, tuple[str, int, DataType]] = {
 }
 
 MAX_ADDRESS = 65535
+MAX_STRING = MAX_REGISTERS
+"""A string must fit one read."""
 
 
 def _ordered_bytes(words: Sequence[int], byte_order: ByteOrder, word_order: ByteOrder) -> bytes:
@@ -91,6 +148,8 @@ def decode_words(
     word_order: ByteOrder = "big",
 ) -> int | float:
     """Decode register words into the raw value of `kind` (int or float); raise `TagError`."""
+    if not kind.is_numeric:
+        raise TagError(f"{kind} is not a number type")
     if len(words) != kind.words:
         raise TagError(f"{kind} needs {kind.words} register(s), got {len(words)}")
     for word in words:
@@ -108,6 +167,8 @@ def encode_words(
     word_order: ByteOrder = "big",
 ) -> list[int]:
     """Register words holding raw `value` as `kind`; raise `TagError` when it does not fit."""
+    if not kind.is_numeric:
+        raise TagError(f"{kind} is not a number type")
     fmt = _LAYOUT[kind][0]
     if not kind.is_float and isinstance(value, float | bool):
         raise TagError(f"{value!r} is not an integer for {kind}")
@@ -116,6 +177,50 @@ def encode_words(
     except (struct.error, OverflowError) as exc:
         raise TagError(f"{value!r} does not fit {kind}: {exc}") from exc
     return _words_of(raw, byte_order, word_order)
+
+
+def decode_string(
+    words: Sequence[int],
+    encoding: Encoding = "ascii",
+    byte_order: ByteOrder = "big",
+    word_order: ByteOrder = "big",
+) -> str:
+    """Text from register words, two bytes each (`byte_order` "big": first character high).
+
+    Trailing NULs are padding and are stripped; anything else that does not decode is an error.
+    """
+    for word in words:
+        if not 0 <= word <= 0xFFFF:
+            raise TagError(f"register value {word} is not a 16-bit word")
+    raw = _ordered_bytes(words, byte_order, word_order).rstrip(b"\x00")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise TagError(f"{raw!r} is not {encoding} text: {exc.reason}") from exc
+
+
+def encode_string(
+    text: str,
+    length: int,
+    encoding: Encoding = "ascii",
+    byte_order: ByteOrder = "big",
+    word_order: ByteOrder = "big",
+) -> list[int]:
+    """`length` register words holding `text`, NUL-padded; raise `TagError` when it does not fit."""
+    try:
+        raw = text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise TagError(f"{text!r} is not {encoding} text: {exc.reason}") from exc
+    if len(raw) > length * 2:
+        raise TagError(f"{text!r} needs {len(raw)} bytes, more than {length} registers hold")
+    return _words_of(raw.ljust(length * 2, b"\x00"), byte_order, word_order)
+
+
+def decode_bit(word: int, bit: int) -> bool:
+    """Bit `bit` (0 = least significant) of register `word`."""
+    if not 0 <= word <= 0xFFFF:
+        raise TagError(f"register value {word} is not a 16-bit word")
+    return bool(word >> bit & 1)
 
 
 def float32_decimal(value: float) -> Decimal:
@@ -143,26 +248,66 @@ class Tag:
     offset: Decimal | None = None
     deadband: Decimal = Decimal(0)
     writable: bool = False
+    table: Table = Table.HOLDING
+    bit: int | None = None
+    """For `bit`: which bit of the register, 0 (least significant) to 15."""
+    length: int | None = None
+    """For `string`: registers of text (two bytes each)."""
+    encoding: Encoding = "ascii"
+    """For `string`: how its bytes are text."""
 
     def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem is not None:
+            raise TagError(f"{self.metric or '(no metric)'}: {problem}")
+
+    def _problem(self) -> str | None:
         if not self.metric:
-            raise TagError("a tag needs a metric name")
+            return "a tag needs a metric name"
+        kind, table = self.type, self.table
+        if table.is_bits and kind != TagType.BOOL:
+            return f"a {table} is a single bit: its type is bool, not {kind}"
+        if not table.is_bits and kind == TagType.BOOL:
+            return f"bool is for coils and discrete inputs; use type bit for a bit of a {table}"
+        if (kind == TagType.BIT) != (self.bit is not None):
+            if self.bit is None:
+                return "type bit needs `bit` (0..15)"
+            return f"`bit` applies to type bit only, not to {kind} in a {table}"
+        if self.bit is not None and not 0 <= self.bit <= 15:
+            return f"bit {self.bit} is not within 0..15"
+        if (kind == TagType.STRING) != (self.length is not None):
+            if self.length is None:
+                return "type string needs `length` (registers)"
+            return f"`length` applies to type string only, not to {kind}"
+        if self.length is not None and not 1 <= self.length <= MAX_STRING:
+            return f"string length {self.length} is not within 1..{MAX_STRING} registers"
+        if not kind.is_numeric and self.scaled:
+            return f"scale and offset apply to numbers, not to {kind}"
+        if not kind.is_numeric and self.deadband != 0:
+            return f"deadband applies to numbers, not to {kind}"
+        if self.writable and not table.writable:
+            return f"a {table} is read-only on every Modbus device; it cannot be writable"
+        if self.writable and kind == TagType.BIT:
+            # Setting one bit means read-modify-write of a register the PLC also writes: racy.
+            return "a bit inside a register cannot be writable (use a coil or the whole register)"
         if not self.address >= 0 or self.end > MAX_ADDRESS + 1:
-            raise TagError(f"{self.metric}: registers {self.address}..{self.end - 1} out of range")
+            unit = "bit" if table.is_bits else "register"
+            return f"a {kind} at {self.address} runs past {unit} {MAX_ADDRESS} (out of range)"
         if self.deadband < 0:
-            raise TagError(f"{self.metric}: deadband must be >= 0")
+            return "deadband must be >= 0"
         if self.scale is not None and self.scale == 0:
-            raise TagError(f"{self.metric}: scale must not be 0")
+            return "scale must not be 0"
+        return None
 
     @property
     def words(self) -> int:
-        """Number of registers the tag occupies."""
-        return self.type.words
+        """Number of items (registers, or bits in a bit table) the tag occupies."""
+        return self.length if self.length is not None else self.type.words
 
     @property
     def end(self) -> int:
-        """One past the tag's last register."""
-        return self.address + self.type.words
+        """One past the tag's last register (or bit)."""
+        return self.address + self.words
 
     @property
     def scaled(self) -> bool:
@@ -176,8 +321,25 @@ class Tag:
         return DataType.DOUBLE if self.scaled else self.type.datatype
 
     def decode(self, words: Sequence[int]) -> TagValue:
-        """The engineering value of the tag's register words (raw * scale + offset)."""
-        raw = decode_words(words, self.type, self.byte_order, self.word_order)
+        """The engineering value of the tag's register words or bits (raw * scale + offset)."""
+        kind = self.type
+        if kind == TagType.BOOL:
+            if len(words) != 1:
+                raise TagError(f"{self.metric}: a bool needs 1 bit, got {len(words)}")
+            return bool(words[0])
+        if kind == TagType.BIT:
+            if len(words) != 1:
+                raise TagError(f"{self.metric}: a bit needs 1 register, got {len(words)}")
+            assert self.bit is not None
+            return decode_bit(words[0], self.bit)
+        if kind == TagType.STRING:
+            if len(words) != self.words:
+                raise TagError(f"{self.metric}: string needs {self.words} registers")
+            try:
+                return decode_string(words, self.encoding, self.byte_order, self.word_order)
+            except TagError as exc:
+                raise TagError(f"{self.metric}: {exc}") from exc
+        raw = decode_words(words, kind, self.byte_order, self.word_order)
         if not self.scaled:
             return raw
         if isinstance(raw, float):
@@ -190,8 +352,21 @@ class Tag:
         offset = self.offset if self.offset is not None else Decimal(0)
         return exact * scale + offset
 
-    def encode(self, value: int | float | Decimal | bool) -> list[int]:
-        """Register words that make the tag read `value` (inverse of `decode`, for writes)."""
+    def encode(self, value: int | float | Decimal | bool | str) -> list[int]:
+        """Register words that make the tag read `value` (inverse of `decode`, for writes).
+
+        Only for holding-register tags: a coil is written with `encode_bit` (function code 5).
+        """
+        if self.table != Table.HOLDING or self.type == TagType.BIT:
+            raise TagError(f"{self.metric}: a {self.type} in a {self.table} is not register words")
+        if self.type == TagType.STRING:
+            if not isinstance(value, str):
+                raise TagError(f"{self.metric}: {value!r} is not text")
+            assert self.length is not None
+            args = (self.encoding, self.byte_order, self.word_order)
+            return encode_string(value, self.length, *args)
+        if isinstance(value, str):
+            raise TagError(f"{self.metric}: {value!r} is not a number for {self.type}")
         if isinstance(value, bool):
             value = int(value)
         if not self.scaled:
@@ -207,10 +382,22 @@ class Tag:
         raw = float(unscaled) if self.type.is_float else _integral(unscaled, self)
         return encode_words(raw, self.type, self.byte_order, self.word_order)
 
+    def encode_bit(self, value: int | float | Decimal | bool | str) -> bool:
+        """The coil state that makes this coil tag read `value` (True/False or 1/0)."""
+        if self.table != Table.COIL:
+            raise TagError(f"{self.metric}: a {self.table} is not a coil")
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str) and value in (0, 1):
+            return bool(value)
+        raise TagError(f"{self.metric}: {value!r} is not a coil state (true/false, 1/0)")
+
     def changed(self, old: TagValue | None, new: TagValue) -> bool:
         """Report by exception: True when `new` differs from `old` by more than the deadband."""
         if old is None:
             return True
+        if isinstance(old, str | bool) or isinstance(new, str | bool):
+            return old != new
         if _is_nan(old) or _is_nan(new):
             return not (_is_nan(old) and _is_nan(new))
         if self.deadband == 0 or not (_is_finite(old) and _is_finite(new)):
@@ -227,18 +414,18 @@ def _integral(value: int | float | Decimal, tag: Tag) -> int:
     return int(exact)
 
 
-def _exact(value: TagValue) -> Decimal:
+def _exact(value: int | float | Decimal) -> Decimal:
     # Decimal(float) is the float's exact binary value: comparisons stay exact.
     return Decimal(value)
 
 
-def _is_nan(value: TagValue) -> bool:
+def _is_nan(value: int | float | Decimal) -> bool:
     if isinstance(value, Decimal):
         return value.is_nan()
     return isinstance(value, float) and math.isnan(value)
 
 
-def _is_finite(value: TagValue) -> bool:
+def _is_finite(value: int | float | Decimal) -> bool:
     if isinstance(value, Decimal):
         return value.is_finite()
     return not isinstance(value, float) or math.isfinite(value)
