@@ -12,6 +12,7 @@ from taktline_edge.messages import (
     SeqCounter,
     device_birth,
     device_data,
+    device_death,
     node_birth,
     node_death,
     wire_value,
@@ -124,3 +125,8 @@ def test_decimal_values_travel_as_doubles() -> None:
     assert wire_value(None) is None
     metric = Metric(None, DataType.DOUBLE, wire_value(Decimal("0.1")), alias=1)
     assert metric.value == 0.1
+
+
+def test_device_death_carries_its_moment_and_the_node_seq_only() -> None:
+    death = decode_payload(encode_payload(device_death(T0, 42)))
+    assert (death.timestamp, death.seq, death.metrics) == (T0, 42, ())

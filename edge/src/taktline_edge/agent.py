@@ -22,6 +22,7 @@ from typing import cast
 from taktline_contract.sparkplug import DataType
 from taktline_contract.sparkplug.codec import Value
 from taktline_edge.config import EdgeConfig
+from taktline_edge.device_states import DeviceState
 from taktline_edge.drivers.modbus import ModbusDriver
 from taktline_edge.drivers.opcua import OpcUaSource
 from taktline_edge.errors import CommandError, EdgeError, TagError
@@ -128,6 +129,7 @@ class EdgeAgent:
         self._async_outbox: AsyncOutbox | None = None
         self._pollers: dict[str, Poller] = {}
         self._drivers: dict[str, ModbusDriver] = {}
+        self._opcua: dict[str, OpcUaSource] = {}
         self._depth_at_stop = 0
         self._latency_ms: dict[str, int] = {}
         self._outbox_health = OutboxHealth()
@@ -190,6 +192,7 @@ class EdgeAgent:
                 # (metric, datatype, writable): births use only those, writes check writable.
                 self._tags[device.id] = {t.metric: cast(Tag, t) for t in tags}
                 self._pollers[device.id] = cast(Poller, source)
+                self._opcua[device.id] = source
                 continue
             m = device.modbus
             assert m is not None  # the config validator requires modbus or opcua
@@ -217,14 +220,25 @@ class EdgeAgent:
             scan_rate=self.set_scan_rate,
         )
         self._async_outbox = async_outbox
+        # A failed device gets its DDEATH, and its DBIRTH when back (Sparkplug device state);
+        # Modbus pollers and OPC UA sources report availability alike.
+        for poller in self._pollers.values():
+            poller.on_availability = self._availability
 
     async def _store(self, device: str, samples: Sequence[Sample]) -> None:
         """Poller sink: durably append, flagged historical unless the node is live."""
         assert self._publisher is not None
         assert self._async_outbox is not None
         historical = not self._publisher.status.live
-        await self._async_outbox.append(samples, historical)
-        self._publisher.wake()
+        ids = await self._async_outbox.append(samples, historical)
+        self._publisher.stored(device, ids)
+
+    def _availability(self, device: str, available: bool, reason: str | None) -> None:
+        """A device's poller (or OPC UA source) found it available or not."""
+        assert self._publisher is not None
+        poller = self._pollers.get(device)
+        at = poller.status.since if poller is not None else None
+        self._publisher.device_availability(device, available, reason, at=at)
 
     def _current(self, device: str) -> Mapping[str, Sample]:
         poller = self._pollers.get(device)
@@ -298,6 +312,7 @@ class EdgeAgent:
                 "samples": st.samples,
                 "last_error": st.last_error,
                 "poll_latency_ms": self._latency_ms.get(device),
+                "sparkplug": str(self.device_state(device)),
             }
         ok = link.live and not o.full and all(p.status.available for p in self._pollers.values())
         return {
@@ -334,19 +349,25 @@ class EdgeAgent:
         }
 
     async def _write(self, device: str, metric: str, value: Value) -> None:
-        """DCMD: write a tag, if the tag map allows it."""
+        """DCMD: write a tag, if the tag map marks it writable and the value fits it.
+
+        Raise `CommandError` for a refusal (unknown or read-only metric, wrong type, outside
+        `min`/`max`, does not fit the register) and `DriverError` when the device fails.
+        """
         tag = self._tags.get(device, {}).get(metric)
         if tag is None:
             raise CommandError(f"{device} has no metric {metric!r}")
         if not tag.writable:
             raise CommandError(f"{device}/{metric} is read-only in the tag map")
-        if value is None or isinstance(value, str | bytes):
-            raise CommandError(f"{device}/{metric}: {value!r} cannot be written")
+        source = self._opcua.get(device)
+        if source is not None:
+            await source.write(metric, value)
+            return
         try:
-            words = tag.encode(value)
+            checked = tag.write_value(value)
+            await self._drivers[device].write_tag(tag, checked)
         except TagError as exc:
-            raise CommandError(str(exc)) from exc
-        await self._drivers[device].write_registers(tag.address, words)
+            raise CommandError(str(exc).removeprefix(f"{metric}: ")) from exc
 
     # context manager
 
@@ -409,6 +430,12 @@ class EdgeAgent:
         """The latest sample of each of `device`'s metrics."""
         return self._current(device)
 
+    def device_state(self, device: str) -> DeviceState:
+        """What the Sparkplug host has been told about `device` (born, dying, dead)."""
+        if self._publisher is None:
+            return DeviceState.UNBORN
+        return self._publisher.device_state(device)
+
     def outbox_depth(self) -> int:
         """Samples waiting in the outbox (0 before start; as left at stop after it)."""
         return self._outbox.depth() if self._outbox is not None else self._depth_at_stop
@@ -430,6 +457,15 @@ class EdgeAgent:
 
 
 async def run_agent(config: EdgeConfig, stop: asyncio.Event) -> None:
-    """Run the edge agent in-process until `stop` is set."""
-    async with EdgeAgent(config):
-        await stop.wait()
+    """Run the edge agent in-process until `stop` is set, or until the agent itself fails
+    (its error is raised here, so the process exits instead of hanging with a dead agent)."""
+    async with EdgeAgent(config) as agent:
+        running = agent._task
+        assert running is not None
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait({stopping, running}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if running.done() and not running.cancelled():
+            running.result()  # raises the agent's error

@@ -99,7 +99,8 @@ class TagConfig(_Model):
     """One tag: a metric read from `table` (holding registers by default) at `address`.
 
     `type` defaults to bool for coils and discrete inputs and is required for registers;
-    `bit` goes with type bit, `length` (registers) and `encoding` with type string.
+    `bit` goes with type bit, `length` (registers) and `encoding` with type string. A
+    `writable` number may bound what a DCMD writes with `min`/`max` (engineering units).
     """
 
     metric: str = Field(min_length=1)
@@ -115,6 +116,10 @@ class TagConfig(_Model):
     offset: Decimal | None = None
     deadband: Decimal = Field(default=Decimal(0), ge=0)
     writable: bool = False
+    min: Decimal | None = None
+    """Least value a DCMD may write (engineering units; writable numbers only)."""
+    max: Decimal | None = None
+    """Greatest value a DCMD may write (engineering units; writable numbers only)."""
 
     @field_validator("scale")
     @classmethod
@@ -151,6 +156,8 @@ class TagConfig(_Model):
             bit=self.bit,
             length=self.length,
             encoding=self.encoding,
+            min=self.min,
+            max=self.max,
         )
 
 
@@ -196,7 +203,10 @@ class OpcUaTag:
     datatype: DataType
     deadband: Decimal | None = None
     writable: bool = False
-    """Writes go to Modbus devices only for now; the agent refuses a DCMD on these."""
+    """Whether a DCMD may write it (`OpcUaSource.write`)."""
+    min: Decimal | None = None
+    max: Decimal | None = None
+    """Engineering range a write must stay within (inclusive; None: only the type's range)."""
 
 
 class OpcUaConfig(_Model):
@@ -209,6 +219,13 @@ class OpcUaConfig(_Model):
     password: SecretStr | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Name of an environment variable holding the password (keeps it out of the YAML)."""
+    authentication: Literal["anonymous", "username", "certificate"] | None = None
+    """The user identity: none, `username` + password, or an X.509 certificate. Default:
+    username when `username` is set, else anonymous."""
+    user_certificate: Path | None = None
+    user_private_key: Path | None = None
+    """With authentication certificate: the user's certificate (DER or PEM) and its key (PEM).
+    Default: the agent's own application certificate and key from `certificate_dir`."""
     certificate_dir: Path | None = None
     """Where the agent keeps its application certificate and key (created on first start)."""
     timeout_s: float = Field(default=5.0, gt=0, le=120)
@@ -216,7 +233,9 @@ class OpcUaConfig(_Model):
     publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
     sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
     """0 asks the server for its fastest rate."""
-    queue_size: int = Field(default=1, ge=1, le=10_000)
+    queue_size: int = Field(default=2, ge=1, le=10_000)
+    """Values the server keeps per item between publishes (oldest discarded). 2, not 1: at
+    10 000 items a late publish otherwise loses a value that changed twice (bench/RESULTS.md)."""
 
     @field_validator("endpoint")
     @classmethod
@@ -241,7 +260,32 @@ class OpcUaConfig(_Model):
             raise ValueError("give password or password_env, not both")
         if (self.password is not None or self.password_env is not None) and not self.username:
             raise ValueError("a password needs a username")
+        method = self.user_identity
+        if method == "username" and not self.username:
+            raise ValueError("authentication username needs a username")
+        if method != "username" and self.username:
+            raise ValueError(f"username is for authentication username, not {method}")
+        if (self.user_certificate is None) != (self.user_private_key is None):
+            raise ValueError("user_certificate and user_private_key go together")
+        if method != "certificate" and self.user_certificate is not None:
+            raise ValueError("user_certificate is for authentication certificate")
+        if method == "certificate":
+            if self.security_policy == "None":
+                # The user token is signed under the channel's policy: None would send it bare.
+                raise ValueError("authentication certificate needs security_policy Basic256Sha256")
+            if self.user_certificate is None and self.certificate_dir is None:
+                raise ValueError(
+                    "authentication certificate needs user_certificate and user_private_key,"
+                    " or certificate_dir (the agent's own certificate is then the identity)"
+                )
         return self
+
+    @property
+    def user_identity(self) -> Literal["anonymous", "username", "certificate"]:
+        """The authentication in effect (the default resolved)."""
+        if self.authentication is not None:
+            return self.authentication
+        return "username" if self.username else "anonymous"
 
     def resolved_password(self, environ: Mapping[str, str]) -> str | None:
         """The password, from the config or the environment variable it names."""
@@ -265,6 +309,11 @@ class OpcUaTagConfig(_Model):
     type: OpcUaDataTypeName
     deadband: Decimal | None = Field(default=None, ge=0)
     """Absolute deadband, applied by the server (a DataChangeFilter)."""
+    writable: bool = False
+    """Whether a DCMD may write this tag (written with the tag's type)."""
+    min: Decimal | None = None
+    max: Decimal | None = None
+    """Engineering range a write must stay within (inclusive); writable numeric tags only."""
 
     @field_validator("node_id")
     @classmethod
@@ -277,11 +326,26 @@ class OpcUaTagConfig(_Model):
     def _numeric_deadband(self) -> "OpcUaTagConfig":
         if self.deadband is not None and self.type == "Boolean":
             raise ValueError("a Boolean tag cannot have a deadband")
+        if self.min is not None or self.max is not None:
+            if not self.writable:
+                raise ValueError("min and max limit writes: the tag must be writable")
+            if self.type == "Boolean":
+                raise ValueError("a Boolean tag cannot have min or max")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min {self.min} is above max {self.max}")
         return self
 
     def to_tag(self) -> OpcUaTag:
         """The runtime tag."""
-        return OpcUaTag(self.metric, self.node_id, OPCUA_DATATYPES[self.type], self.deadband)
+        return OpcUaTag(
+            self.metric,
+            self.node_id,
+            OPCUA_DATATYPES[self.type],
+            self.deadband,
+            writable=self.writable,
+            min=self.min,
+            max=self.max,
+        )
 
 
 _MODBUS_TAGS: TypeAdapter[list[TagConfig]] = TypeAdapter(list[TagConfig])
@@ -421,54 +485,153 @@ class EdgeConfig(_Model):
         raise KeyError(device_id)
 
 
-def load_config(path: str | Path) -> EdgeConfig:
-    """Read and validate the YAML file at `path`; raise `EdgeConfigError` on any problem."""
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Read and validate the YAML file at `path`; raise `EdgeConfigError` listing every problem.
+
+    With `environ` (``taktline-edge run`` and ``check`` pass ``os.environ``) the settings taken
+    from the environment are applied and checked too: MQTT credentials and OPC UA `password_env`.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EdgeConfigError(f"{path}: cannot read edge config: no such file") from None
+    except OSError as exc:
         raise EdgeConfigError(f"{path}: cannot read edge config: {exc}") from exc
-    return parse_config(text, source=str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise EdgeConfigError(
+            f"{path}:{line}: cannot read edge config: not UTF-8 text (byte 0x{data[exc.start]:02x})"
+        ) from None
+    return parse_config(text, source=str(path), environ=environ)
 
 
-def parse_config(text: str, source: str = "<config>") -> EdgeConfig:
-    """Validate YAML `text`; `source` names it in error messages."""
-    loader = yaml.SafeLoader(text)
+def parse_config(
+    text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> EdgeConfig:
+    """Validate YAML `text` (and `environ`, see `load_config`); `source` names it in errors."""
+    loader = _Loader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             raise EdgeConfigError(f"{source}: the edge config is empty")
-        duplicate = _first_duplicate_key(root)
-        if duplicate is not None:
-            line, path = duplicate
-            raise EdgeConfigError(f"{source}:{line}: {path}: key appears twice")
+        problems = [
+            _Problem(line, f"{path}: key appears twice (YAML would keep only the last)")
+            for line, path in _duplicate_keys(root)
+        ]
         # Construction flattens merge keys into the node tree, which `_line_of` then walks.
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = exc.problem or exc.context or "invalid YAML"
-        raise EdgeConfigError(f"{where}: invalid YAML: {problem}") from exc
+        if mark is None:
+            raise EdgeConfigError(f"{source}: invalid YAML: {problem}") from exc
+        raise EdgeConfigError(
+            f"{source}:{mark.line + 1}: invalid YAML: {problem} (column {mark.column + 1})"
+        ) from exc
     except yaml.YAMLError as exc:
         raise EdgeConfigError(f"{source}: invalid YAML: {exc}") from exc
     finally:
         loader.dispose()
     if not isinstance(data, dict):
         raise EdgeConfigError(f"{source}:1: the edge config must be a mapping of sections")
+    config: EdgeConfig | None = None
     try:
-        return EdgeConfig.model_validate(data)
+        config = EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        raise EdgeConfigError(_describe(exc, root, source)) from None
+        problems += _validation_problems(exc, root)
+    if config is not None and environ is not None:
+        problems += _environment_problems(config, environ, root)
+    if problems:
+        raise EdgeConfigError(_report(problems, source))
+    assert config is not None
+    return config if environ is None else config.with_environment(environ)
 
 
-def _describe(exc: ValidationError, root: yaml.Node, source: str) -> str:
-    lines = []
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that keeps every mapping key as its source text.
+
+    YAML 1.1 reads ``yes:``, ``on:`` or ``1:`` as a boolean or number; as text they reach the
+    models as the (unknown) keys they look like, and the error names them as written.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "a key must be a plain name, not a list or mapping",
+                    key_node.start_mark,
+                )
+            mapping[key_node.value] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """One error: the 1-based line it is on (None: not in the file) and what is wrong."""
+
+    line: int | None
+    text: str
+
+
+def _report(problems: Sequence[_Problem], source: str) -> str:
+    """One line per problem, in file order; those from the environment last."""
+    ordered = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+    return "\n".join(
+        f"{source}:{p.line}: {p.text}" if p.line is not None else p.text for p in ordered
+    )
+
+
+def _validation_problems(exc: ValidationError, root: yaml.Node) -> list[_Problem]:
+    problems = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         line = _line_of(root, loc, key=error["type"] == "extra_forbidden")
-        where = f"{source}:{line}" if line is not None else source
-        lines.append(f"{where}: {_path(loc) or '(top level)'}: {_message(error)}")
-    return "\n".join(lines)
+        problems.append(_Problem(line, f"{_path(loc) or '(top level)'}: {_message(error)}"))
+    return problems
+
+
+MQTT_USERNAME_ENV = "TAKTLINE_EDGE_MQTT_USERNAME"
+MQTT_PASSWORD_ENV = "TAKTLINE_EDGE_MQTT_PASSWORD"  # noqa: S105 - a variable's name, not a secret
+
+
+def _environment_problems(
+    config: EdgeConfig, environ: Mapping[str, str], root: yaml.Node
+) -> list[_Problem]:
+    """What is wrong with the settings the environment supplies (checked at start, not later)."""
+    problems = []
+    for name in (MQTT_USERNAME_ENV, MQTT_PASSWORD_ENV):
+        if environ.get(name) == "":
+            problems.append(_Problem(None, f"environment: {name} is set but empty"))
+    username = environ.get(MQTT_USERNAME_ENV) or config.mqtt.username
+    if environ.get(MQTT_PASSWORD_ENV) and not username:
+        problems.append(
+            _Problem(
+                None,
+                f"environment: {MQTT_PASSWORD_ENV} is set but no MQTT username is"
+                f" (set {MQTT_USERNAME_ENV} or mqtt.username)",
+            )
+        )
+    for index, device in enumerate(config.devices):
+        if device.opcua is None or device.opcua.password_env is None:
+            continue
+        name = device.opcua.password_env
+        if not environ.get(name):
+            loc = ("devices", index, "opcua", "password_env")
+            state = "is empty" if name in environ else "is not set"
+            problems.append(
+                _Problem(
+                    _line_of(root, loc),
+                    f"{_path(loc)}: names the environment variable {name}, which {state}",
+                )
+            )
+    return problems
 
 
 def _message(error: Any) -> str:
@@ -496,9 +659,9 @@ def _path(loc: Sequence[int | str]) -> str:
     return out
 
 
-def _line_of(node: yaml.Node, loc: Sequence[int | str], key: bool = False) -> int | None:
+def _line_of(node: yaml.Node, loc: Sequence[int | str], key: bool = False) -> int:
     """1-based line of the node at `loc` (or its nearest existing ancestor)."""
-    line = node.start_mark.line + 1
+    line: int = node.start_mark.line + 1
     for index, part in enumerate(loc):
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
@@ -521,31 +684,30 @@ def _line_of(node: yaml.Node, loc: Sequence[int | str], key: bool = False) -> in
     return line
 
 
-def _first_duplicate_key(
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(
     node: yaml.Node, path: str = "", visited: set[int] | None = None
-) -> tuple[int, str] | None:
-    """Line and path of the first key written twice in one mapping (PyYAML keeps the last)."""
+) -> list[tuple[int, str]]:
+    """Line and path of every key written twice in one mapping (PyYAML would keep the last)."""
     visited = set() if visited is None else visited
     if id(node) in visited:  # an alias: its anchor was checked already
-        return None
+        return []
     visited.add(id(node))
+    found: list[tuple[int, str]] = []
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            child_path = path
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
                 name = key_node.value
                 child_path = f"{path}.{name}" if path else name
                 if name in seen:
-                    return key_node.start_mark.line + 1, child_path
+                    found.append((key_node.start_mark.line + 1, child_path))
                 seen.add(name)
-                found = _first_duplicate_key(value_node, child_path, visited)
-            else:
-                found = _first_duplicate_key(value_node, path, visited)
-            if found is not None:
-                return found
+            found += _duplicate_keys(value_node, child_path, visited)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            found = _first_duplicate_key(item, f"{path}[{index}]", visited)
-            if found is not None:
-                return found
-    return None
+            found += _duplicate_keys(item, f"{path}[{index}]", visited)
+    return found

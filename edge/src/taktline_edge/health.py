@@ -1,22 +1,23 @@
-"""The gateway's own monitoring: a local JSON health endpoint and structured (JSON lines) logs.
+"""The gateway's own monitoring: a local JSON health endpoint (``health.port``).
 
-``GET /health`` on the configured loopback port answers the agent's status as JSON: 200 when
-everything is fine (live on MQTT, outbox not full, every device answering), 503 otherwise, with
-the same document, so a plain ``curl -f`` or a systemd/monit check can alarm on it. Standard
-library only (asyncio streams): the edge stays free of web frameworks. One request per
-connection, every read bounded in size and time.
+``GET /health`` answers the agent's status as JSON: 200 when everything is fine (live on MQTT,
+outbox not full, every device answering), 503 otherwise, with the same document, so a plain
+``curl -f`` or a systemd/monit/Zabbix check can alarm on it. Other paths get 404, other methods
+405, a malformed request is dropped. It listens on loopback unless told otherwise: it is for the
+gateway's own monitor, and it has no authentication.
 
-`configure_logging(level, "json")` makes every log line one JSON object (ts, level, logger,
-message, exc), for a log shipper; ``"text"`` keeps the classic human format.
+Standard library only (asyncio streams): the edge stays free of web frameworks. One request per
+connection, every read bounded in size and time, a bounded number of connections at once.
+Structured logs are in `taktline_edge.logs`.
 """
 
 import asyncio
 import json
 import logging
-import sys
+import os
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
-from typing import Literal
+
+from taktline_edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,22 @@ HealthSource = Callable[[], Awaitable[Mapping[str, object]]]
 
 REQUEST_TIMEOUT_S = 5.0
 """A client that does not send its request (line and headers) within this is dropped."""
+MAX_CONNECTIONS = 16
+"""Connections served at once; more are closed at once (a stuck monitor cannot pile them up)."""
 _MAX_HEADER_LINES = 100
 _LINE_LIMIT = 8192
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class _BadRequestError(Exception):
+    """The bytes received are not an HTTP/1.x request this server can read."""
 
 
 class HealthServer:
@@ -40,14 +54,31 @@ class HealthServer:
         """The bound port (after `start`; differs from the requested one when that is 0)."""
         self._source = source
         self._server: asyncio.Server | None = None
+        self._connections = 0
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (at most `MAX_CONNECTIONS`)."""
+        return self._connections
 
     async def start(self) -> None:
-        """Bind the listening socket (errors here are start-up errors)."""
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.requested_port, limit=_LINE_LIMIT
-        )
+        """Bind the listening socket; `EdgeError` when it cannot (a start-up error)."""
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self.requested_port, limit=_LINE_LIMIT
+            )
+        except OSError as exc:
+            raise EdgeError(
+                f"health endpoint cannot listen on {self.host}:{self.requested_port}:"
+                f" {os.strerror(exc.errno) if exc.errno else exc}"
+            ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("health endpoint on http://%s:%d/health", self.host, self.port)
+        log.info(
+            "health endpoint on http://%s:%d/health",
+            self.host,
+            self.port,
+            extra={"health_port": self.port},
+        )
 
     async def serve(self) -> None:
         """Serve until cancelled, then close the socket."""
@@ -58,17 +89,25 @@ class HealthServer:
             await self._server.serve_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._connections += 1
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                method, path = await _read_request(reader)
-                status, body = await self._respond(method, path)
-                writer.write(_response(status, body))
+                body: Mapping[str, object]
+                try:
+                    method, path = await _read_request(reader)
+                except _BadRequestError as exc:
+                    method, status, body = "GET", 400, {"error": str(exc)}
+                else:
+                    status, body = await self._respond(method, path)
+                writer.write(_response(status, body, with_body=method != "HEAD"))
                 await writer.drain()
-        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
-            log.debug("health request dropped: %s", exc)
-        except asyncio.LimitOverrunError as exc:
-            log.debug("health request too large: %s", exc)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.debug("health request dropped: %r", exc)
         finally:
+            self._connections -= 1
             writer.close()
             try:
                 async with asyncio.timeout(1.0):
@@ -78,26 +117,37 @@ class HealthServer:
 
     async def _respond(self, method: str, path: str) -> tuple[int, Mapping[str, object]]:
         if path.split("?", 1)[0] != "/health":
-            return 404, {"error": f"no such path {path}; try /health"}
+            return 404, {"error": f"no such path {path[:200]}; try /health"}
         if method not in ("GET", "HEAD"):
-            return 405, {"error": f"{method} not allowed; use GET"}
-        document = await self._source()
+            return 405, {"error": f"{method[:20]} not allowed; use GET"}
+        try:
+            document = await self._source()
+        except Exception as exc:
+            # Request boundary: a bug in the status document must not take the endpoint down;
+            # the monitor sees a 500 (an alarm) and the log has the traceback.
+            log.exception("health document failed")
+            return 500, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         return (200 if document.get("ok") else 503), document
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    line = (await reader.readline()).decode("latin-1").strip()
-    parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        raise ValueError(f"bad request line {line[:80]!r}")
-    for _ in range(_MAX_HEADER_LINES):
-        header = await reader.readline()
-        if header in (b"\r\n", b"\n", b""):
-            return parts[0], parts[1]
-    raise ValueError("too many header lines")
+    try:
+        line = (await reader.readline()).decode("latin-1").strip()
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _BadRequestError(f"bad request line {line[:80]!r}")
+        for _ in range(_MAX_HEADER_LINES):
+            header = await reader.readline()
+            if header in (b"\r\n", b"\n"):
+                return parts[0], parts[1]
+            if not header:
+                raise asyncio.IncompleteReadError(header, None)
+    except ValueError as exc:  # StreamReader.readline: a line over the limit
+        raise _BadRequestError(f"request line or header too long: {exc}") from None
+    raise _BadRequestError("too many header lines")
 
 
-def _response(status: int, body: Mapping[str, object]) -> bytes:
+def _response(status: int, body: Mapping[str, object], *, with_body: bool = True) -> bytes:
     data = json.dumps(body, default=str, sort_keys=True).encode()
     head = (
         f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
@@ -106,34 +156,4 @@ def _response(status: int, body: Mapping[str, object]) -> bytes:
         "Cache-Control: no-store\r\n"
         "Connection: close\r\n\r\n"
     )
-    return head.encode() + data
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts (UTC, ISO 8601), level, logger, message, exc."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as one line of JSON."""
-        entry: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: str | int, fmt: Literal["text", "json"] = "text") -> None:
-    """Root logging to stderr in `fmt` (replacing any handlers set before)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
+    return head.encode() + (data if with_body else b"")

@@ -1,8 +1,8 @@
 """The edge node's Sparkplug B messages, built as pure values (no MQTT here).
 
-Sequence numbers: NBIRTH carries seq 0; every later message of the node (DBIRTH, DDATA, ...)
-carries the next number, wrapping 255 -> 0. bdSeq ties an NBIRTH to the NDEATH will of the same
-MQTT session. After birth, DDATA names metrics by alias only.
+Sequence numbers: NBIRTH carries seq 0; every later message of the node (DBIRTH, DDATA, NDATA,
+DDEATH) carries the next number, wrapping 255 -> 0. bdSeq ties an NBIRTH to the NDEATH will of
+the same MQTT session. After birth, DDATA names metrics by alias only.
 """
 
 from collections.abc import Mapping, Sequence
@@ -149,6 +149,11 @@ def current_data(
 def node_death(timestamp: datetime, bd_seq: int) -> Payload:
     """The NDEATH payload (the MQTT will, and what a graceful shutdown publishes)."""
     return Payload.of(timestamp, [Metric(BD_SEQ, DataType.UINT64, bd_seq, timestamp=timestamp)])
+
+
+def device_death(timestamp: datetime, seq: int) -> Payload:
+    """A DDEATH: the device stopped answering at `timestamp`; its metrics are stale from then."""
+    return Payload(timestamp, (), seq)
 
 
 def device_birth(

@@ -6,9 +6,12 @@ PUBACK). The same file keeps the edge node's small persistent state: the bdSeq c
 stable metric alias table.
 
 Durability: WAL with ``synchronous=FULL``. A gateway's worst day is a power cut, not a process
-crash; FULL syncs the WAL on every commit, so a committed sample survives both. The cost is one
-fsync per commit, and commits are few: one per device poll that changed something and one per
-drain round (deletes are batched), far below what a gateway disk sustains.
+crash; FULL syncs the WAL on every commit, so a committed sample survives both. Commits are few:
+`AsyncOutbox` merges the appends that arrive while a commit is in progress into the next one (group
+commit: one fsync for many devices' polls), and the publisher deletes in batches. A delete commits
+with ``synchronous=NORMAL``: a power cut can undo only the last deletes, which brings acknowledged
+rows back to be sent again (at least once, as QoS 1 is anyway; the host keys samples by
+timestamp), never loses one; the next append's sync makes the delete durable too.
 
 Bounded on disk: with `max_bytes` set, the outbox never grows past the bound; `when_full` names
 what happens at the bound, and neither is silent (the `full` flag and the `dropped` / `refused`
@@ -21,10 +24,22 @@ counters are published as node metrics, and entering or leaving the full state i
 - ``drop_oldest``: `append` deletes the oldest samples (in the same transaction) to make room;
   the newest data wins, and the persistent `dropped` counter says how many went.
 
-Power loss: opening runs ``PRAGMA quick_check``. A file that fails it (a torn tail, garbage) is
-moved aside as ``<name>.corrupt-<UTC time>``, every row that can still be read (walking the
-samples forwards and backwards from both ends, plus bdSeq and aliases) is copied into a fresh
-file, and the agent starts; the loss is logged as an error, never a reason to refuse to start.
+A full disk (SQLite's SQLITE_FULL; a file size limit or a failing disk shows as SQLITE_IOERR) is
+met like the bound, whatever `when_full` says (there is no room even to drop into): `append`
+raises `OutboxFullError` naming the disk (`OutboxError` for an I/O error), the samples count as
+refused and `full` stays set until appends succeed again (for `disk_full_hold_s`, so a disk that
+has room only now and then does not flap the alarm). After such a failure the WAL is
+checkpointed, so the next transactions reuse its space rather than grow it, and a delete that
+failed for room is tried once more: the drain that frees space keeps working. Every other SQLite
+failure is an `OutboxError`, never a bare ``sqlite3`` exception.
+
+Power loss: a WAL left behind by a crash is looked at before anything opens the file: frames
+written after its last intact commit (a transaction cut short, or a torn or lost tail) are
+discarded by SQLite, and how many were is logged. Opening then runs ``PRAGMA quick_check``. A
+file that fails it (a torn tail, garbage) is moved aside as ``<name>.corrupt-<UTC time>`` (with
+its WAL), every row that can still be read (walking the samples forwards and backwards from both
+ends, plus bdSeq and aliases) is copied into a fresh file, and the agent starts; the loss is
+logged as an error, never a reason to refuse to start.
 
 `Outbox` is synchronous and thread-safe (one connection behind a lock); `AsyncOutbox` runs its
 calls in a worker thread so the event loop never waits on an fsync.
@@ -35,12 +50,13 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from taktline_contract.sparkplug import DataType, from_millis, to_millis
 from taktline_edge.errors import OutboxError, OutboxFullError
@@ -78,6 +94,8 @@ _DROP_CHUNK = 512
 _RECOVER_CHUNK = 1000
 _LOW_WATER = 0.9
 _FLOATS = frozenset({DataType.FLOAT, DataType.DOUBLE})
+_DATATYPES = {int(kind): kind for kind in DataType}
+_FullReason: TypeAlias = Literal["bound", "disk"]
 _TEXTS = frozenset({DataType.STRING, DataType.TEXT})
 
 
@@ -134,12 +152,14 @@ class Outbox:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.when_full: WhenFull = when_full
-        self.full = False
-        """Whether the last append met the bound (refused or dropped to make room)."""
+        self._full: _FullReason | None = None
         self.refused = 0
-        """Samples refused by this process (policy refuse)."""
+        """Samples refused by this process (policy refuse, or a full disk)."""
         self.recovered_from: Path | None = None
         """Where a corrupt file was moved at open, if it was."""
+        self.disk_full_hold_s = 10.0
+        """After a write failed for room, `full` stays set until appends succeed this long."""
+        self._write_failed_at = 0.0
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +170,11 @@ class Outbox:
                 self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+
+    @property
+    def full(self) -> bool:
+        """Whether the outbox is at its bound (refusing or dropping) or the disk is full."""
+        return self._full is not None
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE) in each method.
@@ -219,8 +244,14 @@ class Outbox:
 
     def append(self, samples: Sequence[Sample], historical: bool = False) -> list[int]:
         """Store `samples` in one committed transaction; return their row ids (in order)."""
-        if not samples:
-            return []
+        return self.append_batches([(samples, historical)])[0]
+
+    def append_batches(self, batches: Sequence[tuple[Sequence[Sample], bool]]) -> list[list[int]]:
+        """Store several (samples, historical) batches in one committed transaction.
+
+        Returns each batch's row ids, in order. All or nothing: at the bound (policy refuse), on
+        a full disk or any other failure no batch is stored and the error is raised.
+        """
         rows = [
             (
                 s.device,
@@ -230,33 +261,58 @@ class Outbox:
                 _to_text(s.value),
                 int(historical),
             )
+            for samples, historical in batches
             for s in samples
         ]
+        if not rows:
+            return [[] for _ in batches]
         with self._lock:
-            at_bound = self.max_bytes is not None and self._size_bytes() >= self.max_bytes
+            try:
+                at_bound = self.max_bytes is not None and self._size_bytes() >= self.max_bytes
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read the size of outbox {self.path}: {exc}") from exc
             if at_bound and self.when_full == "refuse":
                 self.refused += len(rows)
-                self._set_full(True)
+                self._set_full("bound")
                 raise OutboxFullError(f"outbox {self.path} reached {self.max_bytes} bytes")
             try:
-                cursor = self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")
                 if at_bound:
                     self._drop_oldest(max(_DROP_CHUNK, 2 * len(rows)))
-                ids = []
-                for row in rows:
-                    cursor = self._db.execute(
-                        "INSERT INTO samples (device, metric, ts_ms, datatype, value, historical)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    ids.append(int(cursor.lastrowid or 0))
+                self._db.executemany(
+                    "INSERT INTO samples (device, metric, ts_ms, datatype, value, historical)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                # One writer, AUTOINCREMENT: the rows of one transaction get consecutive ids.
+                last = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise OutboxError(f"cannot append to outbox {self.path}: {exc}") from exc
+                reason = _cannot_write(exc)
+                if reason is None:
+                    raise OutboxError(f"cannot append to outbox {self.path}: {exc}") from exc
+                self.refused += len(rows)
+                self._write_failed_at = time.monotonic()
+                self._set_full("disk", f"{reason}: {exc}")
+                self._make_room()
+                error = OutboxFullError if reason == _DISK_FULL else OutboxError
+                raise error(
+                    f"outbox {self.path}: {reason} ({exc}); samples are refused until it can"
+                    " be written again"
+                ) from exc
             if at_bound:
-                self._set_full(True)
-        return ids
+                self._set_full("bound")
+            elif self._full == "disk" and time.monotonic() - self._write_failed_at > (
+                self.disk_full_hold_s
+            ):
+                self._set_full(None)  # the disk has had room for a while
+        out = []
+        next_id = last - len(rows) + 1
+        for samples, _ in batches:
+            out.append(list(range(next_id, next_id + len(samples))))
+            next_id += len(samples)
+        return out
 
     def _low_water(self) -> float:
         # Hysteresis: "full" ends well below the bound, so a drain that frees a page or two
@@ -275,83 +331,151 @@ class Outbox:
             (cursor.rowcount,),
         )
 
-    def _set_full(self, full: bool) -> None:
-        if full == self.full:
+    def _set_full(self, reason: "_FullReason | None", detail: str = "") -> None:
+        if reason == self._full:
             return
-        self.full = full
-        if full:
+        self._full = reason
+        if reason == "bound":
             action = "refusing new samples" if self.when_full == "refuse" else "dropping oldest"
             log.error("outbox %s is full (%s bytes): %s", self.path, self.max_bytes, action)
+        elif reason == "disk":
+            log.error("outbox %s cannot be written (%s): refusing new samples", self.path, detail)
         else:
             log.warning("outbox %s has room again", self.path)
 
     def dropped(self) -> int:
         """Samples dropped to make room (policy drop_oldest), over the life of the file."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM node_state WHERE key = 'dropped'").fetchone()
+        row = self._read_one("SELECT value FROM node_state WHERE key = 'dropped'")
         return int(row[0]) if row is not None else 0
 
     def oldest_timestamp(self) -> datetime | None:
         """The timestamp of the oldest waiting sample (None when empty)."""
-        with self._lock:
-            row = self._db.execute("SELECT ts_ms FROM samples ORDER BY id LIMIT 1").fetchone()
+        row = self._read_one("SELECT ts_ms FROM samples ORDER BY id LIMIT 1")
         return from_millis(int(row[0])) if row is not None else None
 
     def oldest(self, limit: int, historical: bool | None = None) -> list[StoredSample]:
         """Up to `limit` samples, oldest (first appended) first; only of one kind if given."""
         query = "SELECT id, device, metric, ts_ms, datatype, value, historical FROM samples"
         with self._lock:
-            if historical is None:
-                rows = self._db.execute(f"{query} ORDER BY id LIMIT ?", (limit,)).fetchall()
-            else:
-                rows = self._db.execute(
-                    f"{query} WHERE historical = ? ORDER BY id LIMIT ?", (int(historical), limit)
-                ).fetchall()
+            try:
+                if historical is None:
+                    rows = self._db.execute(f"{query} ORDER BY id LIMIT ?", (limit,)).fetchall()
+                else:
+                    rows = self._db.execute(
+                        f"{query} WHERE historical = ? ORDER BY id LIMIT ?",
+                        (int(historical), limit),
+                    ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
+        # The replay's hot path: a poll's samples share one timestamp, so convert each once.
+        stamps: dict[int, datetime] = {}
         out = []
+        unreadable: list[tuple[int, str]] = []
         for row_id, device, metric, ts_ms, datatype, value, flag in rows:
-            kind = DataType(datatype)
-            sample = Sample(device, metric, from_millis(ts_ms), _from_text(value, kind), kind)
-            out.append(StoredSample(row_id, sample, bool(flag)))
+            try:
+                kind = _datatype(datatype)
+                stamp = stamps.get(ts_ms)
+                if stamp is None:
+                    stamp = stamps[ts_ms] = from_millis(ts_ms)
+                sample = Sample(device, metric, stamp, _from_text(value, kind), kind)
+            except (ValueError, OverflowError, OSError) as exc:
+                unreadable.append((row_id, str(exc)))
+                continue
+            out.append(StoredSample(row_id, sample, flag == 1))
+        if unreadable:
+            self._discard(unreadable)
         return out
+
+    def _discard(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Delete rows that cannot be decoded: left in place they would block the drain forever."""
+        self.delete(row_id for row_id, _ in rows)
+        first_id, reason = rows[0]
+        log.error(
+            "outbox %s: %d unreadable sample row(s) discarded (row %d: %s)",
+            self.path,
+            len(rows),
+            first_id,
+            reason,
+        )
 
     def delete(self, ids: Iterable[int]) -> None:
         """Remove acknowledged samples."""
-        batch = [(i,) for i in ids]
-        if not batch:
+        runs = _runs(ids)
+        if not runs:
             return
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("DELETE FROM samples WHERE id = ?", batch)
-                self._db.execute("COMMIT")
+                try:
+                    self._delete_runs(runs)
+                except sqlite3.Error as exc:
+                    if _cannot_write(exc) is None:
+                        raise
+                    # A full disk: the WAL's space, once checkpointed, can take the delete.
+                    self._make_room()
+                    self._delete_runs(runs)
+                # Only a drain ends the full state (dropping makes room too, but is still "full").
+                if self._full == "bound" and self._size_bytes() < self._low_water():
+                    self._set_full(None)
             except sqlite3.Error as exc:
-                self._rollback()
                 raise OutboxError(f"cannot delete from outbox {self.path}: {exc}") from exc
-            # Only a drain ends the full state (dropping makes room too, but is still "full").
-            if self.full and self._size_bytes() < self._low_water():
-                self._set_full(False)
+
+    def _delete_runs(self, runs: Sequence[tuple[int, int]]) -> None:
+        # Not FULL: losing a delete to a power cut only sends its rows again.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?", runs)
+            self._db.execute("COMMIT")
+        finally:
+            self._rollback()
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def _make_room(self) -> None:
+        """After a write failed for room: checkpoint, so the WAL's space can be used again.
+
+        Once the WAL is checkpointed, the next transaction writes it from its start again
+        instead of growing it; on a full disk that is room that needs no new block.
+        """
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.debug("checkpoint of %s after a failed write failed too: %s", self.path, exc)
 
     def mark_all_historical(self) -> int:
         """Flag every waiting sample historical (at a new birth: they predate its values)."""
         with self._lock:
-            cursor = self._db.execute("UPDATE samples SET historical = 1 WHERE historical = 0")
+            try:
+                cursor = self._db.execute("UPDATE samples SET historical = 1 WHERE historical = 0")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot flag samples in outbox {self.path}: {exc}") from exc
             return cursor.rowcount
 
     def depth(self) -> int:
         """Number of samples waiting."""
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
+        row = self._read_one("SELECT count(*) FROM samples")
+        return int(row[0]) if row is not None else 0
 
     def size_bytes(self) -> int:
         """Bytes of the database pages in use (free pages are reused, so they do not count)."""
         with self._lock:
-            return self._size_bytes()
+            try:
+                return self._size_bytes()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read the size of outbox {self.path}: {exc}") from exc
 
     def _size_bytes(self) -> int:
         pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
         free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
         size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         return (pages - free) * size
+
+    def _read_one(self, query: str) -> tuple[Any, ...] | None:
+        with self._lock:
+            try:
+                row: tuple[Any, ...] | None = self._db.execute(query).fetchone()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
+        return row
 
     # node state
 
@@ -410,15 +534,44 @@ class Outbox:
             self._db.execute("ROLLBACK")
 
 
+@dataclass(slots=True, eq=False)  # compared by identity: `in` must not compare samples
+class _PendingAppend:
+    samples: Sequence[Sample]
+    historical: bool
+    done: "asyncio.Future[list[int]]"
+
+
 class AsyncOutbox:
-    """`Outbox` for the event loop: each call runs in a worker thread."""
+    """`Outbox` for the event loop: each call runs in a worker thread; appends commit in groups."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.sync = outbox
+        self.commits = 0
+        """Append transactions run (fewer than appends: group commit)."""
+        self._pending: list[_PendingAppend] = []
+        self._committing = asyncio.Lock()
 
     async def append(self, samples: Sequence[Sample], historical: bool = False) -> list[int]:
-        """See `Outbox.append`."""
-        return await asyncio.to_thread(self.sync.append, samples, historical)
+        """See `Outbox.append`; appends that arrive during a commit share the next one."""
+        if not samples:
+            return []
+        loop = asyncio.get_running_loop()
+        entry = _PendingAppend(samples, historical, loop.create_future())
+        self._pending.append(entry)
+        async with self._committing:
+            # Still waiting (no commit took it while we queued for the lock): commit everything
+            # that waits now, ours included, in one transaction.
+            if not entry.done.done() and entry in self._pending:
+                batch, self._pending = self._pending, []
+                commit = loop.run_in_executor(
+                    None, self.sync.append_batches, [(e.samples, e.historical) for e in batch]
+                )
+                commit.add_done_callback(lambda done: _settle(batch, done))
+                self.commits += 1
+                # wait() neither cancels the commit when this caller is cancelled (the others'
+                # samples still get their answer) nor raises its error: each waiter gets it.
+                await asyncio.wait({commit})
+        return await entry.done
 
     async def oldest(self, limit: int, historical: bool | None = None) -> list[StoredSample]:
         """See `Outbox.oldest`."""
@@ -445,12 +598,84 @@ class AsyncOutbox:
         return await asyncio.to_thread(self.sync.aliases, device, metrics)
 
 
+def _settle(batch: Sequence[_PendingAppend], commit: "asyncio.Future[list[list[int]]]") -> None:
+    """Hand each waiting append its row ids, or the commit's error."""
+    if commit.cancelled():
+        for entry in batch:
+            entry.done.cancel()
+        return
+    error = commit.exception()
+    if error is None:
+        for entry, ids in zip(batch, commit.result(), strict=True):
+            if not entry.done.done():
+                entry.done.set_result(ids)
+        return
+    for entry in batch:
+        if not entry.done.done():
+            entry.done.set_exception(_copy_error(error))
+
+
+def _copy_error(error: BaseException) -> BaseException:
+    """One exception object per waiter, so their tracebacks do not pile up on one object."""
+    if isinstance(error, OutboxError):
+        copy = type(error)(*error.args)
+        copy.__cause__ = error.__cause__
+        return copy
+    return error
+
+
+def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """`ids` as (first, last) runs of consecutive ids: a drain's acks are mostly one run."""
+    runs: list[tuple[int, int]] = []
+    for row_id in sorted(set(ids)):
+        if runs and row_id == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], row_id)
+        else:
+            runs.append((row_id, row_id))
+    return runs
+
+
+def _datatype(code: int) -> DataType:
+    kind = _DATATYPES.get(code)
+    if kind is None:
+        raise ValueError(f"unknown datatype {code}")
+    return kind
+
+
+_DISK_FULL = "the disk is full"
+
+
+def _cannot_write(exc: sqlite3.Error) -> str | None:
+    """Why SQLite could not write to the file (no room, an I/O error), or None for other errors.
+
+    SQLITE_FULL is no space left on the device; a file size limit (EFBIG) or a failing disk
+    shows as SQLITE_IOERR. Either way the outbox cannot take samples until it can write.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return None
+    if code & 0xFF == sqlite3.SQLITE_FULL:
+        return _DISK_FULL
+    if code & 0xFF == sqlite3.SQLITE_IOERR:
+        return "the disk cannot be written"
+    return None
+
+
 def _healthy(path: Path) -> bool:
-    """Whether `path` opens as a database that passes SQLite's quick_check."""
+    """Whether `path` opens as a database that passes SQLite's quick_check.
+
+    A WAL left by a crash is looked at first (before SQLite recovers it): frames after its last
+    intact commit are discarded by SQLite, and that is logged, never silent.
+    """
+    wal = _wal_frames(path)
     try:
         db = sqlite3.connect(path)
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
+            if rows == [("ok",)] and wal is not None:
+                # The second column: frames SQLite found in the WAL up to its last good commit.
+                kept = int(db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+                _log_wal_loss(path, wal, max(0, kept))
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
@@ -462,6 +687,68 @@ def _healthy(path: Path) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class _WalScan:
+    """What a WAL file holds before SQLite reads it."""
+
+    size: int
+    header_ok: bool
+    frames: int
+    """Frames of the WAL's current generation (salts matching its header), a torn one included."""
+
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_WAL_HEADER = 32
+_WAL_FRAME_HEADER = 24
+
+
+def _wal_frames(path: Path) -> _WalScan | None:
+    """Scan the WAL beside `path` frame by frame (headers only); None when there is none."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        with wal.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return None
+            header = f.read(_WAL_HEADER)
+            if len(header) < _WAL_HEADER or int.from_bytes(header[:4], "big") not in _WAL_MAGIC:
+                return _WalScan(size, header_ok=False, frames=0)
+            page_size = int.from_bytes(header[8:12], "big")
+            salts = header[16:24]
+            frame_size = _WAL_FRAME_HEADER + page_size
+            frames = 0
+            offset = _WAL_HEADER
+            while offset < size:
+                f.seek(offset)
+                frame = f.read(_WAL_FRAME_HEADER)
+                # A frame of this generation, or a frame cut short (a torn tail).
+                if len(frame) < _WAL_FRAME_HEADER or frame[8:16] == salts:
+                    frames += 1
+                offset += frame_size
+    except FileNotFoundError:
+        return None
+    return _WalScan(size, header_ok=True, frames=frames)
+
+
+def _log_wal_loss(path: Path, wal: _WalScan, kept: int) -> None:
+    if not wal.header_ok:
+        log.warning(
+            "outbox %s: its WAL (%d bytes) has no valid header and was ignored: whatever it held"
+            " after the last checkpoint is lost (a crash or power loss while it was written)",
+            path,
+            wal.size,
+        )
+    elif wal.frames > kept:
+        log.warning(
+            "outbox %s: %d WAL frame(s) after the last intact commit were discarded (a write cut"
+            " short by a crash or power loss; with synchronous=FULL they are an unfinished"
+            " transaction, unless the disk lost writes it had acknowledged); %d frame(s) kept",
+            path,
+            wal.frames - kept,
+            kept,
+        )
+
+
 _Row: TypeAlias = tuple[object, ...]
 
 
@@ -470,8 +757,12 @@ def _salvage(path: Path) -> tuple[list[_Row], list[_Row], list[_Row]]:
     copy = path.with_name(path.name + ".salvage")
     if not _padded_copy(path, copy):
         return [], [], []
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():  # committed transactions not yet checkpointed into the main file
+        copy.with_name(copy.name + "-wal").write_bytes(wal.read_bytes())
     try:
-        db = sqlite3.connect(f"{copy.as_uri()}?mode=ro", uri=True)
+        # Read-write: SQLite needs to build a WAL index to read the copied WAL (a throwaway copy).
+        db = sqlite3.connect(copy)
         try:
             samples = _salvage_samples(db)
             state = _salvage_all(db, "SELECT key, value FROM node_state")
@@ -481,7 +772,8 @@ def _salvage(path: Path) -> tuple[list[_Row], list[_Row], list[_Row]]:
     except sqlite3.Error:
         return [], [], []
     finally:
-        copy.unlink(missing_ok=True)
+        for side in ("", "-wal", "-shm"):
+            copy.with_name(copy.name + side).unlink(missing_ok=True)
     return samples, state, aliases
 
 
@@ -530,16 +822,23 @@ def _salvage_samples(db: sqlite3.Connection) -> list[_Row]:
 
 
 def _valid_sample(row: _Row) -> bool:
-    row_id, device, metric, ts_ms, datatype, _value, historical = row
-    if not (isinstance(row_id, int) and isinstance(device, str) and isinstance(metric, str)):
+    """Whether a salvaged row is a sample (a damaged page can yield rows of zeros or garbage)."""
+    row_id, device, metric, ts_ms, datatype, value, historical = row
+    if not (isinstance(row_id, int) and isinstance(ts_ms, int) and historical in (0, 1)):
         return False
-    if not (isinstance(ts_ms, int) and isinstance(datatype, int) and historical in (0, 1)):
+    if not (_a_name(device) and _a_name(metric) and ts_ms > 0 and isinstance(datatype, int)):
+        return False
+    if value is not None and not isinstance(value, str):
         return False
     try:
-        DataType(datatype)
+        _from_text(value, _datatype(datatype))
     except ValueError:
         return False
     return True
+
+
+def _a_name(text: object) -> bool:
+    return isinstance(text, str) and text != "" and text.isprintable()
 
 
 def _salvage_all(db: sqlite3.Connection, query: str) -> list[_Row]:

@@ -7,6 +7,11 @@ shared backoff, and marked available again when a read succeeds (logged once); t
 devices' pollers are independent tasks and keep polling. Each change of availability is stamped
 in `DeviceStatus.since` and handed to `on_availability` (the publisher turns it into the
 device's Sparkplug state: its metrics' quality).
+
+Hot path (200 devices x 100 tags a second per agent): a block is decoded in one pass
+(`BlockDecoder`), and a block read with the same words as at the last fully reported poll is not
+decoded at all (decoding is pure, so it has nothing new to report): a plant's mostly static
+registers cost one comparison per block.
 """
 
 import asyncio
@@ -16,15 +21,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Protocol
 
 from taktline_contract.backoff import Backoff
+from taktline_contract.sparkplug import DataType
 from taktline_edge.cancellation import raise_if_cancelling
 from taktline_edge.errors import DriverError, OutboxError, TagError
 from taktline_edge.outbox import Sample
 from taktline_edge.planner import Block, plan_reads
-from taktline_edge.tags import Tag, TagValue
+from taktline_edge.tags import BlockDecoder, Tag, TagValue
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ class RegisterReader(Protocol):
         """The registers (or bits, as 0/1) of each block; raise `DriverError` on failure."""
         ...
 
+
+_Meta = tuple[Tag, str, DataType, bool]
+"""A tag, its metric, its Sparkplug datatype, and whether it has no deadband."""
 
 AvailabilityListener = Callable[[str, bool, str | None], None]
 """Called with (device, available, reason) when a device becomes available or unavailable."""
@@ -80,8 +88,15 @@ class Poller:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     status: DeviceStatus = field(default_factory=DeviceStatus)
     on_availability: AvailabilityListener | None = None
-    current: dict[str, Sample] = field(default_factory=dict)
     _blocks: tuple[Block, ...] = field(init=False)
+    _decoders: tuple[BlockDecoder, ...] = field(init=False)
+    _metas: tuple[tuple[_Meta, ...], ...] = field(init=False)
+    """Per block, per tag: what report by exception needs, looked up once."""
+    _values: list[list[TagValue] | None] = field(init=False)
+    """The latest decoded values of each block (None before its first read)."""
+    _settled: list[tuple[int, ...] | None] = field(init=False)
+    """Per block, the words last decoded and fully reported (their changes stored)."""
+    _stamp: datetime | None = field(init=False, default=None)
     _reported: dict[str, TagValue] = field(init=False, default_factory=dict)
     _last_ms: datetime | None = field(init=False, default=None)
     _refused: bool = field(init=False, default=False)
@@ -90,11 +105,30 @@ class Poller:
         if self.interval_s <= 0:
             raise ValueError("poll interval must be positive")
         self._blocks = plan_reads(self.tags, max_gap=self.max_gap)
+        self._decoders = tuple(BlockDecoder(b.tags, b.start, b.count) for b in self._blocks)
+        self._metas = tuple(
+            tuple((t, t.metric, t.datatype, t.deadband == 0) for t in b.tags) for b in self._blocks
+        )
+        self._values = [None] * len(self._blocks)
+        self._settled = [None] * len(self._blocks)
 
     @property
     def blocks(self) -> tuple[Block, ...]:
         """The read plan."""
         return self._blocks
+
+    @property
+    def current(self) -> dict[str, Sample]:
+        """The latest sample of every metric read (all stamped by the last successful poll)."""
+        stamp = self._stamp
+        if stamp is None:
+            return {}
+        out: dict[str, Sample] = {}
+        for decoder, values in zip(self._decoders, self._values, strict=True):
+            if values is not None:
+                for tag, value in zip(decoder.tags, values, strict=True):
+                    out[tag.metric] = Sample(self.device, tag.metric, stamp, value, tag.datatype)
+        return out
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -119,36 +153,55 @@ class Poller:
         """Read, decode and store changes once; False when the device failed."""
         self.status.polls += 1
         try:
-            blocks = await self.reader.read_blocks(self._blocks)
-            values = self._decode(blocks)
+            replies = await self.reader.read_blocks(self._blocks)
+            fresh = self._decode(replies)
         except (DriverError, TagError) as exc:
             self._mark_unavailable(str(exc))
             return False
         stamp = self._timestamp()
+        self._stamp = stamp
         changed: list[Sample] = []
-        for tag, value in values:
-            sample = Sample(self.device, tag.metric, stamp, value, tag.datatype)
-            self.current[tag.metric] = sample
-            if tag.changed(self._reported.get(tag.metric), value):
-                changed.append(sample)
+        reported, device = self._reported, self.device
+        for index, _words, values in fresh:
+            self._values[index] = values
+            for (tag, metric, datatype, plain), value in zip(
+                self._metas[index], values, strict=True
+            ):
+                if reportable(tag, plain, reported.get(metric), value):
+                    changed.append(Sample(device, metric, stamp, value, datatype))
         self._mark_available()
-        if changed:
-            await self._store(changed)
+        if changed and not await self._store(changed):
+            return True
+        for index, words, _values in fresh:
+            self._settled[index] = words
         return True
 
     def _decode(
-        self, registers: Sequence[Sequence[int]]
-    ) -> list[tuple[Tag, int | float | Decimal | bool]]:
-        if len(registers) != len(self._blocks):
-            got, asked = len(registers), len(self._blocks)
-            raise DriverError(f"{self.device}: {got} replies to {asked} blocks")
-        out = []
-        for block, words in zip(self._blocks, registers, strict=True):
-            for tag in block.tags:
-                out.append((tag, _sample_value(tag, tag.decode(block.words(words, tag)))))
-        return out
+        self, replies: Sequence[Sequence[int]]
+    ) -> list[tuple[int, tuple[int, ...], list[TagValue]]]:
+        """(block index, words, values) of each block whose words differ from its settled ones.
 
-    async def _store(self, samples: Sequence[Sample]) -> None:
+        Decoding is pure and every value of a settled block was reported (or is within its
+        deadband of the reported one), so a block read again with the same words has no
+        change to report: most of a plant's registers, most of the time.
+        """
+        if len(replies) != len(self._blocks):
+            got, asked = len(replies), len(self._blocks)
+            raise DriverError(f"{self.device}: {got} replies to {asked} blocks")
+        fresh = []
+        for index, (decoder, reply) in enumerate(zip(self._decoders, replies, strict=True)):
+            words = tuple(reply)
+            if words == self._settled[index]:
+                continue
+            values = decoder.decode(words)
+            for tag, value in zip(decoder.tags, values, strict=True):
+                if isinstance(value, str):
+                    _refuse_text(tag)
+            fresh.append((index, words, values))
+        return fresh
+
+    async def _store(self, samples: Sequence[Sample]) -> bool:
+        """Hand `samples` to the sink; False when it refused them (kept to retry)."""
         try:
             await self.sink(self.device, samples)
         except OutboxError as exc:
@@ -157,13 +210,14 @@ class Poller:
             if not self._refused:
                 log.error("%s: samples not stored: %s; retrying on every poll", self.device, exc)
                 self._refused = True
-            return
+            return False
         if self._refused:
             log.warning("%s: samples are stored again", self.device)
             self._refused = False
         for sample in samples:
             self._reported[sample.metric] = _tag_value(sample)
         self.status.samples += len(samples)
+        return True
 
     def _timestamp(self) -> datetime:
         """Now, to the millisecond (Sparkplug's resolution), strictly after the previous poll's."""
@@ -200,6 +254,21 @@ class Poller:
             self.on_availability(self.device, available, reason)
 
 
+def reportable(tag: Tag, plain: bool, old: TagValue | None, new: TagValue) -> bool:
+    """`tag.changed(old, new)`, faster for the common cases; `plain`: the tag has no deadband.
+
+    Equal values never differ by more than a deadband; without one, unequal values differ
+    unless both are NaN (``x == x`` is false only for NaN).
+    """
+    if old is None:
+        return True
+    if new == old:
+        return False
+    if plain:
+        return new == new or old == old  # noqa: PLR0124
+    return tag.changed(old, new)
+
+
 def _tag_value(sample: Sample) -> TagValue:
     value = sample.value
     if value is None:  # pragma: no cover - tags never decode to None
@@ -207,9 +276,7 @@ def _tag_value(sample: Sample) -> TagValue:
     return value
 
 
-def _sample_value(tag: Tag, value: TagValue) -> int | float | Decimal | bool:
-    if isinstance(value, str):
-        # The outbox cannot store text yet (its SampleValue has no str): fail loudly, never
-        # drop the value silently. Remove once the outbox carries DataType.STRING.
-        raise TagError(f"{tag.metric}: string tags cannot be stored by this outbox yet")
-    return value
+def _refuse_text(tag: Tag) -> None:
+    # The outbox cannot store text yet (its SampleValue has no str): fail loudly, never
+    # drop the value silently. Remove once the outbox carries DataType.STRING.
+    raise TagError(f"{tag.metric}: string tags cannot be stored by this outbox yet")

@@ -20,6 +20,12 @@ Rate`` sets the poll interval of every device. A refused or failed DCMD is never
 logged with its reason, counted in ``Commands/Refused`` / ``Commands/Last Refusal``, and the
 metric's actual value is published back as DDATA.
 
+Devices: the agent reports each device's availability (its poller's, `device_availability`)
+and each sample it stored (`stored`). A device that fails gets a DDEATH once the samples it had
+waiting are published, no DDATA while dead, and a DBIRTH with its current values when it is back;
+the other devices carry on (`device_states` says why the rows of a failing device are published
+before its death rather than held).
+
 When the host goes offline (STATE online=false, or its will) the node stops publishing data,
 publishes NDEATH, disconnects, reconnects with a new bdSeq and waits for the host again; polling
 and buffering go on meanwhile. NCMD ``Node Control/Rebirth`` = true re-sends the births. Broker
@@ -38,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -60,6 +66,7 @@ from taktline_contract.sparkplug import (
 from taktline_contract.sparkplug.codec import Value
 from taktline_edge.cancellation import raise_if_cancelling, task_group
 from taktline_edge.config import EdgeConfig
+from taktline_edge.device_states import DeviceState, DeviceStates
 from taktline_edge.errors import EdgeError
 from taktline_edge.messages import (
     COMMANDS_LAST_REFUSAL,
@@ -70,6 +77,7 @@ from taktline_edge.messages import (
     current_data,
     device_birth,
     device_data,
+    device_death,
     node_birth,
     node_data,
     node_death,
@@ -90,6 +98,8 @@ _MAX_INCOMING = 1000
 _MAX_REPORTS = 1000
 _MIN_FORCED_GAP_S = 0.2
 """Least time between two NDATA even when commands force them (a command flood)."""
+_MAX_HELD_SCAN = 50_000
+"""Most rows of dead devices a drain read steps over (they wait for their device's DBIRTH)."""
 NODE_ALIAS_KEY = ""
 """The `Outbox.aliases` device key of node metrics (no device id is empty)."""
 
@@ -179,6 +189,10 @@ class LinkStatus:
     last_refusal: str | None = None
     node_data: int = 0
     """NDATA messages published (node metrics)."""
+    device_deaths: int = 0
+    """DDEATH messages published (a device stopped answering)."""
+    device_rebirths: int = 0
+    """DBIRTH messages published for a device back after its DDEATH."""
     last_error: str | None = None
 
 
@@ -231,6 +245,9 @@ class Publisher:
         self._node_last = 0.0
         self._node_force = False
         self._reports: deque[tuple[str, str]] = deque(maxlen=_MAX_REPORTS)
+        self._states = DeviceStates(d.id for d in self._devices)
+        self._held = {False: 0, True: 0}
+        """Rows of dead devices met by the last read of each stream (historical flag)."""
         s = settings
         self._state_topic = state_topic(s.primary_host_id)
         self._ncmd_topic = str(Topic(s.group_id, MessageType.NCMD, s.edge_node_id))
@@ -239,6 +256,22 @@ class Publisher:
     def wake(self) -> None:
         """Tell the drain loop that new samples are in the outbox."""
         self._wake.set()
+
+    def stored(self, device: str, row_ids: Sequence[int]) -> None:
+        """Rows `row_ids` of `device` were committed to the outbox: publish them."""
+        self._states.stored(device, row_ids)
+        self._wake.set()
+
+    def device_availability(
+        self, device: str, available: bool, reason: str | None = None, at: datetime | None = None
+    ) -> None:
+        """A poller found `device` available or not (at `at`, default now): see `DeviceStates`."""
+        self._states.availability(device, available, at)
+        self._wake.set()
+
+    def device_state(self, device: str) -> DeviceState:
+        """What the host has been told about `device` in the current session."""
+        return self._states.state(device)
 
     def topic(self, kind: MessageType, device: str | None = None) -> str:
         """This node's topic of `kind` (for `device` when it is a device message)."""
@@ -257,6 +290,7 @@ class Publisher:
                 self.status.connected = False
                 self.status.live = False
                 self.status.host_online = False
+                self._states.node_dead()
 
     def _session_failed(self, exc: Exception) -> None:
         reason = _describe(exc)
@@ -494,9 +528,12 @@ class Publisher:
                 await self._birth(client, session)
                 continue
             self._wake.clear()
+            await self._device_changes(client, session)
             await self._send_reports(client, session)
             await self._send_node_data(client, session)
             if await self._drain_round(client, session):
+                continue
+            if self._states.due_deaths():
                 continue
             idle = self.settings.idle_poll_s
             if self._node_metrics is not None:
@@ -507,20 +544,44 @@ class Publisher:
 
     async def _drain_round(self, client: aiomqtt.Client, session: _Session) -> bool:
         """Live rows first, then some backlog batches; whether anything was published."""
-        drained = False
-        live = await self._outbox.oldest(self.settings.round_rows, historical=False)
-        if live:
-            await self._drain(client, session, live)
-            drained = True
+        drained = await self._drain_stream(client, session, historical=False)
         for _ in range(self.settings.historical_rounds):
-            if session.rebirth.is_set():
+            if session.rebirth.is_set() or not await self._drain_stream(
+                client, session, historical=True
+            ):
                 break
-            rows = await self._outbox.oldest(self.settings.round_rows, historical=True)
-            if not rows:
-                break
-            await self._drain(client, session, rows)
             drained = True
         return drained
+
+    async def _drain_stream(
+        self, client: aiomqtt.Client, session: _Session, *, historical: bool
+    ) -> bool:
+        """Publish the oldest rows of one stream; whether any was published."""
+        # Rows of dead devices stay where they are: read past them.
+        limit = self.settings.round_rows + min(self._held[historical], _MAX_HELD_SCAN)
+        number = self._states.reading()
+        rows = await self._outbox.oldest(limit, historical=historical)
+        published = await self._drain(client, session, rows, historical=historical)
+        if not session.rebirth.is_set():
+            self._states.read(number, historical, rows, limit)
+        return published > 0
+
+    async def _device_changes(self, client: aiomqtt.Client, session: _Session) -> None:
+        """DDEATH for failed devices whose earlier rows are out; DBIRTH for those back."""
+        for device, since in self._states.due_deaths():
+            payload = device_death(since, session.seq.next())
+            await self._publish(
+                client, self.topic(MessageType.DDEATH, device), encode_payload(payload)
+            )
+            self._states.died(device)
+            self.status.device_deaths += 1
+            log.info("%s: DDEATH published (unavailable since %s)", device, since.isoformat())
+        for device in self._states.due_births():
+            model = next(d for d in self._devices if d.id == device)
+            await self._publish_device_birth(client, session, model)
+            self._states.reborn(device)
+            self.status.device_rebirths += 1
+            log.info("%s: DBIRTH published (available again)", device)
 
     async def _send_reports(self, client: aiomqtt.Client, session: _Session) -> None:
         """After refused writes: the metrics' actual values, so the host's view is right."""
@@ -531,6 +592,8 @@ class Publisher:
             aliases = self._aliases.get(device, {})
             if sample is None or metric not in aliases:
                 continue  # never polled yet: the node metric carries the refusal
+            if self._states.state(device) == DeviceState.DEAD:
+                continue  # a dead device gets no DDATA (its DBIRTH will carry the value)
             per_device.setdefault(device, []).append(sample)
         for device, samples in per_device.items():
             payload = current_data(
@@ -587,21 +650,23 @@ class Publisher:
         nbirth = node_birth(now, session.bd_seq, metrics, known)
         await self._publish(client, self.topic(MessageType.NBIRTH), encode_payload(nbirth))
         for device in self._devices:
-            aliases = await self._device_aliases(device)
-            payload = device_birth(
-                datetime.now(UTC),
-                session.seq.next(),
-                device.tags,
-                self._current(device.id),
-                aliases,
-            )
-            await self._publish(
-                client, self.topic(MessageType.DBIRTH, device.id), encode_payload(payload)
-            )
+            await self._publish_device_birth(client, session, device)
+        self._states.node_born()
         self.status.live = True
         self.status.births += 1
         log.info(
             "born: NBIRTH bdSeq %d and %d DBIRTH(s) published", session.bd_seq, len(self._devices)
+        )
+
+    async def _publish_device_birth(
+        self, client: aiomqtt.Client, session: _Session, device: DeviceModel
+    ) -> None:
+        aliases = await self._device_aliases(device)
+        payload = device_birth(
+            datetime.now(UTC), session.seq.next(), device.tags, self._current(device.id), aliases
+        )
+        await self._publish(
+            client, self.topic(MessageType.DBIRTH, device.id), encode_payload(payload)
         )
 
     async def _device_aliases(self, device: DeviceModel) -> dict[str, int]:
@@ -614,9 +679,23 @@ class Publisher:
         return known
 
     async def _drain(
-        self, client: aiomqtt.Client, session: _Session, rows: Sequence[StoredSample]
-    ) -> None:
-        messages, orphans = device_data(rows, self._aliases, self.settings.max_metrics)
+        self,
+        client: aiomqtt.Client,
+        session: _Session,
+        rows: Sequence[StoredSample],
+        *,
+        historical: bool,
+    ) -> int:
+        """Publish `rows` but those of dead devices; the number published."""
+        ready = [
+            row
+            if row.historical or not self._states.historical(row)
+            else replace(row, historical=True)
+            for row in rows
+            if self._states.publishable(row)
+        ]
+        self._held[historical] = len(rows) - len(ready)
+        messages, orphans = device_data(ready, self._aliases, self.settings.max_metrics)
         if orphans:
             log.warning(
                 "discarding %d buffered samples of metrics no longer configured", len(orphans)
@@ -650,6 +729,7 @@ class Publisher:
             if not deleted and acked:
                 # Interrupted (disconnect, host offline, shutdown): what the broker has must go.
                 self._outbox.sync.delete(acked)
+        return len(acked)
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: bytes, timeout_s: float | None = None
