@@ -98,6 +98,7 @@ TAGS: list[dict[str, Any]] = [
         "offset": 1,
         "writable": True,
     },
+    {"metric": "Holding/Order", "address": 22, "type": "string", "length": 4},
 ]
 EXPECTED: dict[str, tuple[object, DataType]] = {
     "Coil/Run": (True, DataType.BOOLEAN),
@@ -116,6 +117,7 @@ EXPECTED: dict[str, tuple[object, DataType]] = {
     "Holding/F64": (1234.5678, DataType.DOUBLE),
     "Holding/Ready": (False, DataType.BOOLEAN),
     "Holding/Speed": (Decimal("41.0"), DataType.DOUBLE),
+    "Holding/Order": ("WO-4711", DataType.STRING),
 }
 
 
@@ -140,6 +142,7 @@ async def _load(plc: FourTablePlc) -> None:
             *reversed(f64),
             0b1111_1111_1111_1110,  # bit 0 clear
             80,  # 80 * 0.5 + 1
+            *[int.from_bytes(b"WO-4711\0"[i : i + 2], "big") for i in range(0, 8, 2)],
         ],
     )
 
@@ -194,7 +197,7 @@ async def test_the_driver_reads_per_function_code_and_writes_coils() -> None:
             (Table.COIL, 3, 2),
             (Table.DISCRETE, 9, 1),
             (Table.INPUT, 0, 6),
-            (Table.HOLDING, 0, 22),
+            (Table.HOLDING, 0, 26),
         ]
         driver = ModbusDriver("M1", "127.0.0.1", plc.port, unit_id=3, timeout_s=1.0)
         try:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taktline_contract.sparkplug import DataType
 from taktline_edge.errors import OutboxFullError, TagError
 from taktline_edge.outbox import Sample
 from taktline_edge.planner import Block, plan_reads
@@ -229,14 +230,17 @@ async def test_a_refused_store_is_retried_even_though_the_words_did_not_change()
     assert _stored(sink)[3:] == [("Run", True), ("Count", 7)]
 
 
-async def test_a_text_tag_fails_every_poll_not_only_the_first() -> None:
-    tags = (Tag("Name", 0, TagType.STRING, length=2), Tag("Count", 4, TagType.UINT16))
+async def test_a_text_tag_is_stored_as_a_string_when_its_text_changes() -> None:
+    tags = (Tag("Order", 0, TagType.STRING, length=2), Tag("Count", 4, TagType.UINT16))
     plc, sink = Registers(), Sink()
+    plc.holding[0:2] = [0x574F, 0x2D31]  # "WO-1"
     poller = Poller("M1", tags, 1.0, plc, sink)
-    for _ in range(2):
-        assert not await poller.poll_once()
-    assert "string tags cannot be stored" in (poller.status.last_error or "")
-    assert sink.stored == []
+    assert await poller.poll_once()
+    assert await poller.poll_once()  # same text: nothing to report
+    plc.holding[0:2] = [0x574F, 0x3200]  # "WO2", NUL-padded
+    assert await poller.poll_once()
+    assert _stored(sink) == [("Order", "WO-1"), ("Count", 0), ("Order", "WO2")]
+    assert [s.datatype for s in sink.stored if s.metric == "Order"] == [DataType.STRING] * 2
 
 
 VALUES = st.one_of(

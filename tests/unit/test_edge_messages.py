@@ -130,3 +130,12 @@ def test_decimal_values_travel_as_doubles() -> None:
 def test_device_death_carries_its_moment_and_the_node_seq_only() -> None:
     death = decode_payload(encode_payload(device_death(T0, 42)))
     assert (death.timestamp, death.seq, death.metrics) == (T0, 42, ())
+
+
+def test_text_values_travel_as_sparkplug_strings() -> None:
+    sample = Sample("M1", "Production/GoodCount", T0, "WO-4711", DataType.STRING)
+    messages, _ = device_data([StoredSample(1, sample, False)], ALIASES, max_metrics=250)
+    payload = decode_payload(encode_payload(messages[0].payload(T0, 1)))
+    assert [(m.alias, m.datatype, m.value) for m in payload.metrics] == [
+        (1, DataType.STRING, "WO-4711")
+    ]

@@ -47,11 +47,14 @@ def test_values_round_trip_exactly(tmp_path: Path) -> None:
         Sample("M1", "d", T0, Decimal("62.5"), DataType.DOUBLE),
         Sample("M1", "e", T0, True, DataType.BOOLEAN),
         Sample("M1", "f", T0, None, DataType.UINT16),
+        Sample("M1", "g", T0, "WO-4711", DataType.STRING),
+        Sample("M1", "h", T0, "", DataType.STRING),
+        Sample("M1", "i", T0, "1", DataType.STRING),
     ]
     with Outbox(tmp_path / "o.db") as outbox:
         outbox.append(samples)
         values = [r.sample.value for r in outbox.oldest(10)]
-    assert values == [2**64 - 1, -(2**63), 61.099998474121094, 62.5, True, None]
+    assert values == [2**64 - 1, -(2**63), 61.099998474121094, 62.5, True, None, "WO-4711", "", "1"]
 
 
 def test_historical_flags(tmp_path: Path) -> None:

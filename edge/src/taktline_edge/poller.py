@@ -194,9 +194,6 @@ class Poller:
             if words == self._settled[index]:
                 continue
             values = decoder.decode(words)
-            for tag, value in zip(decoder.tags, values, strict=True):
-                if isinstance(value, str):
-                    _refuse_text(tag)
             fresh.append((index, words, values))
         return fresh
 
@@ -274,9 +271,3 @@ def _tag_value(sample: Sample) -> TagValue:
     if value is None:  # pragma: no cover - tags never decode to None
         raise TagError(f"{sample.metric}: None is not a tag value")
     return value
-
-
-def _refuse_text(tag: Tag) -> None:
-    # The outbox cannot store text yet (its SampleValue has no str): fail loudly, never
-    # drop the value silently. Remove once the outbox carries DataType.STRING.
-    raise TagError(f"{tag.metric}: string tags cannot be stored by this outbox yet")
