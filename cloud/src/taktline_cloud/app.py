@@ -21,10 +21,13 @@ from fastapi.staticfiles import StaticFiles
 
 from taktline_cloud.api import ApiContext, install_api
 from taktline_cloud.errors import CloudError
+from taktline_cloud.historian.dead_letters import DeadLetter, DeadLetterStore
+from taktline_cloud.historian.rollups import ROLLUP_INTERVAL_S, rollup_periodically
 from taktline_cloud.historian.samples import Sample
 from taktline_cloud.host import Batcher, HostOptions, IngestItem, NodeStatus, PrimaryHost
 from taktline_cloud.live import LiveHub, ServiceGateway, ServiceWorker
 from taktline_cloud.live.refresher import refresh_periodically
+from taktline_cloud.observability import IngestMetrics, install_metrics
 from taktline_cloud.service import PlantService
 from taktline_cloud.settings import CloudSettings
 from taktline_cloud.storage import Database
@@ -43,8 +46,9 @@ class CloudRunError(CloudError):
 class GatewaySink:
     """The batcher's sink: the service's ingestion calls, through the worker thread."""
 
-    def __init__(self, gateway: ServiceGateway) -> None:
+    def __init__(self, gateway: ServiceGateway, dead_letters: DeadLetterStore) -> None:
         self._gateway = gateway
+        self._dead_letters = dead_letters
 
     async def record_samples(self, samples: Sequence[Sample]) -> None:
         """Store one batch (one transaction); its events go live."""
@@ -57,6 +61,11 @@ class GatewaySink:
                 status.edge_node, status.device, status.online, status.at
             )
         )
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        """Store a rejected message (on the worker thread, in order with the rest)."""
+        store = self._dead_letters
+        await self._gateway.worker.run(lambda: store.add([letter]))
 
 
 def create_app(settings: CloudSettings, *, on_fatal: FatalHandler | None = None) -> FastAPI:
@@ -74,6 +83,7 @@ def create_app(settings: CloudSettings, *, on_fatal: FatalHandler | None = None)
         lifespan=lifespan,
     )
     install_api(app)
+    install_metrics(app)
     if settings.dashboard_dir.is_dir():
         # Mounted last: /api and /ws routes win, everything else is the dashboards' files.
         app.mount("/", StaticFiles(directory=settings.dashboard_dir, html=True), name="dashboards")
@@ -126,15 +136,19 @@ async def _serving(
         on_fatal(exc)
         raise
     queue: asyncio.Queue[IngestItem] = asyncio.Queue(maxsize=settings.sample_queue_size)
-    host = PrimaryHost(HostOptions.from_settings(settings), queue)
+    dead_letters = DeadLetterStore(database)
+    metrics: IngestMetrics = app.state.metrics
+    host = PrimaryHost(HostOptions.from_settings(settings), queue, metrics=metrics)
     batcher = Batcher(
         queue,
-        GatewaySink(gateway),
+        GatewaySink(gateway, dead_letters),
         max_size=settings.batch_size,
         max_age_s=settings.batch_max_age_s,
+        metrics=metrics,
     )
     stop = asyncio.Event()
-    app.state.taktline = ApiContext(gateway, hub, host)
+    app.state.taktline = ApiContext(gateway, hub, host, dead_letters=dead_letters)
+    app.state.historian = database  # trend reads (api/trends.py), on the worker thread
     async with asyncio.TaskGroup() as tasks:
 
         def start(name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -143,6 +157,7 @@ async def _serving(
         host_task = start("sparkplug-host", host.run(stop))
         batcher_task = start("sample-batcher", batcher.run())
         start("refresher", refresh_periodically(gateway, settings.refresh_interval_s, stop))
+        start("rollups", rollup_periodically(worker.run, database, ROLLUP_INTERVAL_S, stop))
         # The backend only: a database URL may carry a password.
         log.info("cloud started on %s, Sparkplug group %s", database.backend, settings.group_id)
         try:

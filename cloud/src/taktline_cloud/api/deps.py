@@ -8,6 +8,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from taktline_cloud.historian.dead_letters import DeadLetterStore
 from taktline_cloud.live.gateway import ServiceGateway
 from taktline_cloud.live.hub import LiveHub
 
@@ -31,6 +32,8 @@ class ApiContext:
     hub: LiveHub
     host: HostProbe | None = None
     ws_send_timeout_s: float = 10.0
+    dead_letters: DeadLetterStore | None = None
+    """Rejected MQTT messages (use through `gateway.worker`, like the service)."""
 
 
 def api_context(connection: HTTPConnection) -> ApiContext:

@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeAlias
 
 from taktline_cloud.errors import StorageError
+from taktline_cloud.historian.dead_letters import DeadLetter
 from taktline_cloud.historian.samples import Sample
 from taktline_cloud.host.sessions import NodeStatus
+from taktline_cloud.observability import IngestMetrics
 from taktline_contract.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-IngestItem: TypeAlias = Sample | NodeStatus | None
+IngestItem: TypeAlias = Sample | NodeStatus | DeadLetter | None
 """What flows from the host to the batcher; None marks the end of the stream (shutdown)."""
 
 
@@ -32,6 +35,9 @@ class IngestSink(Protocol):
 
     async def record_node_status(self, status: NodeStatus) -> None:
         """Store an edge node's or device's online/offline change."""
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        """Store a message the host rejected (raw bytes, topic, reason)."""
 
 
 class Batcher:
@@ -52,6 +58,7 @@ class Batcher:
         max_age_s: float = 0.1,
         backoff: Backoff | None = None,
         flush_when_idle: bool = True,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         if max_size < 1 or max_age_s <= 0:
             raise ValueError("need max_size >= 1 and max_age_s > 0")
@@ -64,6 +71,9 @@ class Batcher:
         self._failing = False
         self.samples_written = 0
         self.batches_written = 0
+        self.dead_letters_written = 0
+        self.metrics = metrics or IngestMetrics()
+        self.metrics.watch_queue(queue.qsize)
 
     async def run(self) -> None:
         """Write until the end-of-stream marker (None) arrives and all before it is stored."""
@@ -94,6 +104,18 @@ class Batcher:
                     refused = await self._write(write)
                     if refused is not None:
                         log.error("could not store %s: dropped", item, exc_info=refused)
+                elif isinstance(item, DeadLetter):
+                    # In order with the samples around it, like a status change.
+                    batch = await self._flush(batch)
+                    refused = await self._write(
+                        functools.partial(self._sink.record_dead_letter, item)
+                    )
+                    if refused is not None:
+                        log.error(
+                            "could not store the dead letter of %s", item.topic, exc_info=refused
+                        )
+                    else:
+                        self.dead_letters_written += 1
                 else:
                     if not batch:
                         deadline = loop.time() + self.max_age_s
@@ -115,9 +137,11 @@ class Batcher:
         return []
 
     async def _store(self, batch: list[Sample]) -> None:
+        started = time.perf_counter()
         refused = await self._write(functools.partial(self._sink.record_samples, batch))
         if refused is None:
             self.samples_written += len(batch)
+            self.metrics.batch_committed(len(batch), time.perf_counter() - started)
         elif len(batch) > 1:
             # Find the sample the service refuses instead of losing the whole batch with it.
             middle = len(batch) // 2
@@ -125,6 +149,7 @@ class Batcher:
             await self._store(batch[middle:])
         else:
             log.error("could not store %s: dropped", batch[0], exc_info=refused)
+            self.metrics.samples_dropped(1)
 
     async def _write(self, call: Callable[[], Awaitable[None]]) -> Exception | None:
         """Run `call`, retrying while the database is away; the error if the data is refused."""

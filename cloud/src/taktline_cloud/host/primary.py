@@ -5,6 +5,13 @@ and to our own STATE topic, then publish STATE online (retained, QoS 1). Receive
 through `SparkplugSessions`; their samples and status changes go to the bounded ingest queue
 (awaiting `put` is the back-pressure). Unknown aliases or data without a birth make us ask the
 edge node for a rebirth. A graceful stop publishes STATE offline.
+
+Dead letters (stored with topic, raw bytes and reason, in order through the same queue): a
+message rejected whole (bad topic, foreign group, undecodable or oversize payload), and one whose
+data was not all taken in (data before its birth, unknown aliases, unstorable metrics - whatever
+was usable is still ingested; a replay is harmless since a sample's key makes it a no-op).
+Ignored without a dead letter: only messages outside our group filter (a broker's stray
+retained message) and STATE and command messages, which carry no plant data.
 """
 
 from __future__ import annotations
@@ -19,8 +26,15 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
+from taktline_cloud.historian.dead_letters import DeadLetter
 from taktline_cloud.host.batcher import IngestItem
-from taktline_cloud.host.sessions import RebirthLimiter, RejectedMessageError, SparkplugSessions
+from taktline_cloud.host.sessions import (
+    Outcome,
+    RebirthLimiter,
+    RejectedMessageError,
+    SparkplugSessions,
+)
+from taktline_cloud.observability import IngestMetrics
 from taktline_cloud.settings import CloudSettings
 from taktline_contract import ContractError
 from taktline_contract.backoff import Backoff
@@ -40,6 +54,9 @@ from taktline_contract.sparkplug import (
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_KEEP_BYTES = 65_536
+"""How much of an oversize payload a dead letter keeps (the reason gives the full size)."""
+
 
 @dataclass(frozen=True, slots=True)
 class HostOptions:
@@ -58,6 +75,11 @@ class HostOptions:
     rebirth_interval_s: float = 5.0
     reconnect_initial_s: float = 0.5
     reconnect_cap_s: float = 30.0
+    max_payload_bytes: int = 1_048_576
+    """Larger payloads are dead-lettered undecoded (a flood of huge messages must not stall us)."""
+    dead_letter_put_s: float = 5.0
+    """How long a dead letter may wait for room in the ingest queue before it is logged and
+    counted lost: rejected input must never hold ingestion up indefinitely."""
 
     @classmethod
     def from_settings(cls, settings: CloudSettings) -> HostOptions:
@@ -109,9 +131,12 @@ class PrimaryHost:
         queue: asyncio.Queue[IngestItem],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.options = options
         self.sessions = SparkplugSessions(options.group_id)
+        self.metrics = metrics or IngestMetrics()
+        self.metrics.watch_online(self.sessions.online)
         self._queue = queue
         self._clock = clock
         self._limiter = RebirthLimiter(options.rebirth_interval_s)
@@ -122,6 +147,8 @@ class PrimaryHost:
         self.messages_received = 0
         self.messages_rejected = 0
         self.rebirths_requested = 0
+        self.dead_letters_queued = 0
+        self.dead_letters_lost = 0
 
     def online_nodes(self) -> dict[str, list[str]]:
         """Online edge nodes, each with its online devices."""
@@ -252,6 +279,7 @@ class PrimaryHost:
         """Ingest one message; True when it is our own offline STATE coming back at stop."""
         self.messages_received += 1
         topic = message.topic.value
+        self.metrics.message(topic)
         raw = message.payload
         if topic == self.options.state_topic:
             return await self._own_state(client, raw, born)
@@ -259,26 +287,81 @@ class PrimaryHost:
             # amqtt can hand a retained message to a client whatever it subscribed.
             log.debug("ignored %s: outside %s", topic, self.options.group_filter)
             return False
-        try:
-            if not isinstance(raw, bytes | bytearray):
-                raise RejectedMessageError(f"payload is {type(raw).__name__}, not bytes")
-            outcome = self.sessions.handle(topic, bytes(raw), self._clock())
-        except RejectedMessageError as exc:
-            self.messages_rejected += 1
-            log.warning("dropped message on %s: %s", topic, exc)
-            return False
-        except Exception:
-            # One message must never stop ingestion, whatever is wrong with it (or with us).
-            self.messages_rejected += 1
-            log.exception("dropped message on %s: unexpected error", topic)
-            return False
-        for problem in outcome.problems:
-            log.warning("%s: %s", topic, problem)
-        for item in outcome.items:
-            await self._queue.put(item)  # bounded: waits while the database catches up
-        if outcome.rebirth_reason is not None and outcome.edge_node is not None:
+        outcome = await self.ingest(topic, _as_bytes(raw))
+        if outcome is not None and outcome.rebirth_reason is not None and outcome.edge_node:
             await self._request_rebirth(client, outcome.edge_node, outcome.rebirth_reason)
         return False
+
+    async def ingest(self, topic: str, raw: bytes) -> Outcome | None:
+        """Take one group message in: its items to the queue, or a dead letter with the reason.
+
+        None when the message was rejected whole. Never raises for bad input.
+        """
+        received_at = self._clock()
+        outcome, reason = self._decode(topic, raw, received_at)
+        if outcome is not None:
+            await self.requeue(outcome)
+        if reason is not None:
+            self.messages_rejected += 1
+            log.warning("dead letter on %s: %s", topic, reason)
+            oversize = len(raw) > self.options.max_payload_bytes
+            # A fixed kind per series, never the reason text (every label value is a series).
+            self.metrics.dead_letter(
+                "oversize" if oversize else "rejected" if outcome is None else "partial"
+            )
+            if oversize:
+                reason += f" (first {DEAD_LETTER_KEEP_BYTES} bytes kept)"
+                raw = raw[:DEAD_LETTER_KEEP_BYTES]
+            await self._dead_letter(DeadLetter(topic, raw, reason, received_at))
+        return outcome
+
+    def now(self) -> datetime:
+        """The host's clock (aware UTC)."""
+        return self._clock()
+
+    def replay(self, topic: str, raw: bytes) -> tuple[Outcome | None, str | None]:
+        """Decode a dead letter again (the operator fixed the cause): the outcome, and the
+        reason it is still not fully usable (None when it is). Queue the items with `requeue`."""
+        return self._decode(topic, raw, self._clock())
+
+    async def requeue(self, outcome: Outcome) -> None:
+        """Send a message's items down the ingest path, in order."""
+        self.metrics.received(outcome.items)
+        for item in outcome.items:
+            await self._queue.put(item)  # bounded: waits while the database catches up
+
+    def _decode(
+        self, topic: str, raw: bytes, received_at: datetime
+    ) -> tuple[Outcome | None, str | None]:
+        """What a message yields, and why it (or part of it) is a dead letter."""
+        if len(raw) > self.options.max_payload_bytes:
+            return None, (
+                f"payload of {len(raw)} bytes exceeds the limit of {self.options.max_payload_bytes}"
+            )
+        try:
+            outcome = self.sessions.handle(topic, raw, received_at)
+        except RejectedMessageError as exc:
+            return None, str(exc)
+        except Exception as exc:
+            # One message must never stop ingestion, whatever is wrong with it (or with us).
+            log.exception("message on %s: unexpected error", topic)
+            return None, f"unexpected error: {type(exc).__name__}: {exc}"
+        reasons = list(outcome.problems)
+        if outcome.rebirth_reason is not None and outcome.rebirth_reason not in reasons:
+            reasons.insert(0, outcome.rebirth_reason)
+        return outcome, ("; ".join(reasons) if reasons else None)
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        try:
+            async with asyncio.timeout(self.options.dead_letter_put_s):
+                await self._queue.put(letter)
+        except TimeoutError:
+            self.dead_letters_lost += 1
+            log.error(
+                "dead letter on %s not stored (ingest queue full): %s", letter.topic, letter.reason
+            )
+            return
+        self.dead_letters_queued += 1
 
     async def _own_state(self, client: aiomqtt.Client, raw: object, born: datetime) -> bool:
         """Sparkplug: a host that sees itself declared offline while alive says it is online."""
@@ -313,6 +396,13 @@ class PrimaryHost:
         await client.publish(
             str(topic), encode_payload(command), qos=0, retain=False, timeout=self.options.timeout_s
         )
+
+
+def _as_bytes(raw: object) -> bytes:
+    """A received payload as bytes (aiomqtt hands bytes; anything else is kept as text)."""
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw)
+    return b"" if raw is None else str(raw).encode()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -235,7 +235,129 @@ def _v2_counter_checkpoints(m: Migrator) -> None:
     )
 
 
+def _v3_dead_letters(m: Migrator) -> None:
+    d = m.dialect
+    blob = "BYTEA" if d.backend == "postgresql" else "BLOB"
+    m.execute(
+        f"""CREATE TABLE IF NOT EXISTS dead_letters (
+            id {d.id_key},
+            received_at {d.timestamp} NOT NULL,
+            topic TEXT NOT NULL,
+            payload {blob} NOT NULL,
+            reason TEXT NOT NULL,
+            replayed_at {d.timestamp}
+        )"""
+    )
+    m.execute("CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_at)")
+
+
+def _v4_rollups(m: Migrator) -> None:
+    """1-minute and 1-hour rollups of numeric samples, and the queue of buckets to redo.
+
+    A trigger on samples queues the (machine, metric, minute) of every numeric sample stored,
+    late ones included, so the rollup job recomputes exactly the buckets that changed; a time
+    watermark alone cannot see a late sample landing in an old bucket.
+    """
+    d = m.dialect
+    dec, ts = d.decimal, d.timestamp
+    for table in ("rollup_1m", "rollup_1h"):
+        m.execute(
+            f"""CREATE TABLE IF NOT EXISTS {table} (
+                machine TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                bucket {ts} NOT NULL,
+                value_min {dec} NOT NULL,
+                value_max {dec} NOT NULL,
+                value_sum {dec} NOT NULL,
+                value_avg {dec} NOT NULL,
+                value_last {dec} NOT NULL,
+                last_ts {ts} NOT NULL,
+                sample_count BIGINT NOT NULL,
+                CONSTRAINT {table}_key PRIMARY KEY (machine, metric, bucket),
+                CONSTRAINT {table}_count_positive CHECK (sample_count > 0)
+            )"""
+        )
+    m.execute(
+        f"""CREATE TABLE IF NOT EXISTS rollup_pending (
+            machine TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            bucket {ts} NOT NULL,
+            CONSTRAINT rollup_pending_key PRIMARY KEY (machine, metric, bucket)
+        )"""
+    )
+    m.execute(
+        f"""CREATE TABLE IF NOT EXISTS rollup_watermark (
+            rollup TEXT NOT NULL,
+            refreshed_at {ts} NOT NULL,
+            buckets BIGINT NOT NULL,
+            CONSTRAINT rollup_watermark_key PRIMARY KEY (rollup)
+        )"""
+    )
+    if d.backend == "postgresql":
+        minute = "date_trunc('minute', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        # DO UPDATE, not DO NOTHING: it locks a queued row until the sample commits, so a job
+        # taking that row off the queue waits and then reads the sample (or finds it re-queued).
+        m.execute(
+            f"""CREATE OR REPLACE FUNCTION rollup_queue_rows() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO rollup_pending (machine, metric, bucket)
+                SELECT DISTINCT machine, metric, {minute} FROM new_samples
+                WHERE value_num IS NOT NULL
+                ON CONFLICT (machine, metric, bucket) DO UPDATE SET bucket = excluded.bucket;
+                RETURN NULL;
+            END $$"""
+        )
+        # One INSERT per statement (COPY batches of 10k); hypertables refuse transition
+        # tables, so there a row trigger does the same work.
+        statement_level = m.try_execute(
+            [
+                "CREATE OR REPLACE TRIGGER samples_rollup_queue AFTER INSERT ON samples"
+                " REFERENCING NEW TABLE AS new_samples"
+                " FOR EACH STATEMENT EXECUTE FUNCTION rollup_queue_rows()"
+            ]
+        )
+        if not statement_level:
+            m.execute(
+                """CREATE OR REPLACE FUNCTION rollup_queue_row() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.value_num IS NOT NULL THEN
+                        INSERT INTO rollup_pending (machine, metric, bucket) VALUES (NEW.machine,
+                            NEW.metric, date_trunc('minute', NEW.ts AT TIME ZONE 'UTC')
+                            AT TIME ZONE 'UTC') ON CONFLICT (machine, metric, bucket)
+                            DO UPDATE SET bucket = excluded.bucket;
+                    END IF;
+                    RETURN NULL;
+                END $$"""
+            )
+            m.execute(
+                "CREATE OR REPLACE TRIGGER samples_rollup_queue AFTER INSERT ON samples"
+                " FOR EACH ROW EXECUTE FUNCTION rollup_queue_row()"
+            )
+    else:
+        # Times are fixed-width text: the first 16 characters are the minute.
+        minute = "substr(ts, 1, 16) || ':00.000000Z'"
+        m.execute(
+            """CREATE TRIGGER IF NOT EXISTS samples_rollup_queue AFTER INSERT ON samples
+            WHEN NEW.value_num IS NOT NULL
+            BEGIN
+                INSERT OR IGNORE INTO rollup_pending (machine, metric, bucket)
+                VALUES (NEW.machine, NEW.metric, substr(NEW.ts, 1, 16) || ':00.000000Z');
+            END"""
+        )
+    # Samples stored before this version are rolled up by the job's first run. (IF NOT EXISTS
+    # throughout: re-applied over a schema_version rolled back by hand, it changes nothing.)
+    m.execute(
+        f"INSERT INTO rollup_pending (machine, metric, bucket)"
+        f" SELECT DISTINCT machine, metric, {minute} FROM samples WHERE value_num IS NOT NULL"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "master data, samples, work orders, ledger, promises", _v1_core_schema),
     Migration(2, "counter checkpoints: posting reads only new readings", _v2_counter_checkpoints),
+    Migration(3, "dead letters: rejected MQTT messages kept for replay", _v3_dead_letters),
+    Migration(4, "1-minute and 1-hour rollups of numeric samples", _v4_rollups),
 )
