@@ -77,6 +77,10 @@ class HostOptions:
     reconnect_cap_s: float = 30.0
     max_payload_bytes: int = 1_048_576
     """Larger payloads are dead-lettered undecoded (a flood of huge messages must not stall us)."""
+    reorder_timeout_s: float | None = 2.0
+    """How long a message ahead of its Sparkplug seq waits for the missing ones before the node
+    is asked for a rebirth; None (and any shared subscription, which splits a node's data
+    between workers) turns seq checking off."""
     dead_letter_put_s: float = 5.0
     """How long a dead letter may wait for room in the ingest queue before it is logged and
     counted lost: rejected input must never hold ingestion up indefinitely."""
@@ -134,7 +138,10 @@ class PrimaryHost:
         metrics: IngestMetrics | None = None,
     ) -> None:
         self.options = options
-        self.sessions = SparkplugSessions(options.group_id)
+        self.sessions = SparkplugSessions(
+            options.group_id,
+            reorder_timeout_s=None if options.shared_group else options.reorder_timeout_s,
+        )
         self.metrics = metrics or IngestMetrics()
         self.metrics.watch_online(self.sessions.online)
         self._queue = queue
@@ -226,6 +233,7 @@ class PrimaryHost:
         async with asyncio.TaskGroup() as tasks:
             consumer = tasks.create_task(self._consume(client, born), name="sparkplug-consume")
             stopped = tasks.create_task(stop.wait(), name="sparkplug-stop")
+            ticker = tasks.create_task(self._seq_timeouts(client), name="sparkplug-seq-timeouts")
             await asyncio.wait({consumer, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not consumer.done():
                 # Edge nodes buffer from the moment they see us offline. The broker echoes our
@@ -243,6 +251,7 @@ class PrimaryHost:
                 log.info("Sparkplug primary host %r offline (stopped)", self.options.host_id)
             consumer.cancel()
             stopped.cancel()
+            ticker.cancel()
         lost = consumer.result() if not consumer.cancelled() else None
         if lost is not None:
             raise lost
@@ -256,6 +265,25 @@ class PrimaryHost:
         except aiomqtt.MqttError as exc:
             return exc
         return None
+
+    async def _seq_timeouts(self, client: aiomqtt.Client) -> None:
+        """Release messages held for a seq gap once the reorder timeout has passed (no message
+        may come to do it), and ask their nodes for a rebirth."""
+        timeout = self.options.reorder_timeout_s
+        if timeout is None or self.options.shared_group is not None:
+            return
+        while True:
+            await asyncio.sleep(max(timeout / 4, 0.05))
+            for outcome in self.sessions.tick(self._clock()):
+                await self.requeue(outcome)
+                reason = outcome.rebirth_reason
+                for problem in [reason, *outcome.problems]:
+                    log.warning("edge node %s: %s", outcome.edge_node, problem)
+                if reason is not None and outcome.edge_node:
+                    try:
+                        await self._request_rebirth(client, outcome.edge_node, reason)
+                    except aiomqtt.MqttError as exc:  # the consumer sees the connection drop
+                        log.warning("rebirth request to %s failed: %s", outcome.edge_node, exc)
 
     async def _publish_state(
         self,
@@ -322,7 +350,7 @@ class PrimaryHost:
     def replay(self, topic: str, raw: bytes) -> tuple[Outcome | None, str | None]:
         """Decode a dead letter again (the operator fixed the cause): the outcome, and the
         reason it is still not fully usable (None when it is). Queue the items with `requeue`."""
-        return self._decode(topic, raw, self._clock())
+        return self._decode(topic, raw, self._clock(), check_seq=False)
 
     async def requeue(self, outcome: Outcome) -> None:
         """Send a message's items down the ingest path, in order."""
@@ -331,7 +359,7 @@ class PrimaryHost:
             await self._queue.put(item)  # bounded: waits while the database catches up
 
     def _decode(
-        self, topic: str, raw: bytes, received_at: datetime
+        self, topic: str, raw: bytes, received_at: datetime, *, check_seq: bool = True
     ) -> tuple[Outcome | None, str | None]:
         """What a message yields, and why it (or part of it) is a dead letter."""
         if len(raw) > self.options.max_payload_bytes:
@@ -339,7 +367,7 @@ class PrimaryHost:
                 f"payload of {len(raw)} bytes exceeds the limit of {self.options.max_payload_bytes}"
             )
         try:
-            outcome = self.sessions.handle(topic, raw, received_at)
+            outcome = self.sessions.handle(topic, raw, received_at, check_seq=check_seq)
         except RejectedMessageError as exc:
             return None, str(exc)
         except Exception as exc:

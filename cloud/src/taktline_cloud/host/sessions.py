@@ -2,12 +2,19 @@
 
 Pure logic (no MQTT): `SparkplugSessions.handle` takes one received message and returns the
 samples and status changes it carries, and whether the edge node must be asked for a rebirth.
+
+With a reorder timeout, every message of an edge node after its NBIRTH must carry the next `seq`
+(mod 256). MQTT keeps one connection's messages in order, but Sparkplug asks a host to tolerate
+reordering (e.g. through a bridge) for a while: a message ahead of the expected `seq` is held,
+and applied once the missing ones arrive. When they have not arrived within the timeout (checked
+on every message and by `tick`), the held messages are applied anyway - their data is still good -
+and the node is asked for a rebirth, since a missing message may have been a DBIRTH or DDEATH.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from taktline_cloud.errors import CloudError
 from taktline_cloud.historian.samples import Sample
@@ -75,12 +82,44 @@ class _Node:
     """Devices born in the current session, with their alias tables."""
 
 
-class SparkplugSessions:
-    """Tracks every edge node of one Sparkplug group as a primary host must (Sparkplug B 3.0)."""
+SEQ_MODULUS = 256
+DEFAULT_REORDER_TIMEOUT_S = 2.0
+"""Sparkplug B 3.0 suggests a host wait a couple of seconds for a missing `seq` before a rebirth."""
 
-    def __init__(self, group_id: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A message that arrived ahead of its `seq`, waiting for the ones before it."""
+
+    topic: Topic
+    raw: bytes
+    payload: Payload
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class _Sequence:
+    expected: int | None = None
+    """The `seq` the next message of the node must carry; None outside a session (no NBIRTH)."""
+    held: dict[int, _Held] = field(default_factory=dict)
+    gap_since: datetime | None = None
+    """When the first held message arrived (the reorder timeout runs from then)."""
+
+
+class SparkplugSessions:
+    """Tracks every edge node of one Sparkplug group as a primary host must (Sparkplug B 3.0).
+
+    `reorder_timeout_s` None turns `seq` checking off: ingest workers sharing the data through a
+    shared subscription each see only part of a node's messages, so gaps would be normal there.
+    """
+
+    def __init__(self, group_id: str, *, reorder_timeout_s: float | None = None) -> None:
         self.group_id = group_id
         self._nodes: dict[str, _Node] = {}
+        self._reorder_timeout = (
+            None if reorder_timeout_s is None else timedelta(seconds=reorder_timeout_s)
+        )
+        self._sequences: dict[str, _Sequence] = {}
 
     def online(self) -> dict[str, list[str]]:
         """Edge nodes that are online, each with its born (online) devices."""
@@ -88,8 +127,13 @@ class SparkplugSessions:
             name: sorted(node.devices) for name, node in sorted(self._nodes.items()) if node.online
         }
 
-    def handle(self, topic: str, raw: bytes, received_at: datetime) -> Outcome:
-        """Apply one received message; raise `RejectedMessageError` when it is unusable."""
+    def handle(
+        self, topic: str, raw: bytes, received_at: datetime, *, check_seq: bool = True
+    ) -> Outcome:
+        """Apply one received message; raise `RejectedMessageError` when it is unusable.
+
+        `check_seq` False: a replayed dead letter, outside the live sequence of its node.
+        """
         try:
             parsed = parse_topic(topic)
         except ContractError as exc:
@@ -106,6 +150,89 @@ class SparkplugSessions:
             payload = decode_payload(raw, self._birth_datatypes(parsed))
         except ContractError as exc:
             raise RejectedMessageError(str(exc)) from exc
+        if self._reorder_timeout is None or not check_seq:
+            return self._apply(parsed, payload, received_at)
+        return self._sequenced(parsed, raw, payload, received_at, self._reorder_timeout)
+
+    def tick(self, now: datetime) -> list[Outcome]:
+        """Give up on gaps older than the reorder timeout: the held messages' outcomes, each
+        asking for a rebirth. A host calls this periodically (no message may come to do it)."""
+        timeout = self._reorder_timeout
+        if timeout is None:
+            return []
+        outcomes: list[Outcome] = []
+        for edge_node, sequence in sorted(self._sequences.items()):
+            if sequence.gap_since is not None and now - sequence.gap_since >= timeout:
+                outcome = Outcome(edge_node=edge_node)
+                self._give_up(sequence, outcome)
+                outcomes.append(outcome)
+        return outcomes
+
+    def _sequenced(
+        self, topic: Topic, raw: bytes, payload: Payload, now: datetime, timeout: timedelta
+    ) -> Outcome:
+        """Apply a message in `seq` order, holding it while earlier ones may still arrive."""
+        sequence = self._sequences.setdefault(topic.edge_node_id, _Sequence())
+        out = Outcome(edge_node=topic.edge_node_id)
+        if topic.message_type in (MessageType.NBIRTH, MessageType.NDEATH):
+            # NDEATH carries no seq and NBIRTH starts a new count: what is held belongs to the
+            # session that ends here, so it comes first (no rebirth: this is one, or a death).
+            self._release(sequence, out, everything=True)
+            _merge(out, self._apply(topic, payload, now))
+            seq = payload.seq if topic.message_type is MessageType.NBIRTH else None
+            sequence.expected = None if seq is None else _next(seq)
+            return out
+        expected, seq = sequence.expected, payload.seq
+        if expected is None or seq is None:
+            _merge(out, self._apply(topic, payload, now))  # no session, or no seq to check
+            return out
+        ahead = (seq - expected) % SEQ_MODULUS
+        if ahead == 0:
+            _merge(out, self._apply(topic, payload, now))
+            sequence.expected = _next(seq)
+            self._release(sequence, out, everything=False)
+        elif ahead < SEQ_MODULUS // 2:
+            sequence.held.setdefault(seq, _Held(topic, raw, payload, now))
+            if sequence.gap_since is None:
+                sequence.gap_since = now
+            elif now - sequence.gap_since >= timeout:
+                self._give_up(sequence, out)
+        else:
+            # Behind: it comes after we gave up on it (or is a duplicate). Its data is still
+            # good and a sample's key makes a repeat harmless.
+            _merge(out, self._apply(topic, payload, now))
+        return out
+
+    def _release(self, sequence: _Sequence, out: Outcome, *, everything: bool) -> None:
+        """Apply held messages in `seq` order: those now next in line, or (`everything`) all."""
+        while sequence.held:
+            expected = sequence.expected
+            if expected is None or expected not in sequence.held:
+                if not everything:
+                    break
+                start = expected if expected is not None else min(sequence.held)
+                expected = min(sequence.held, key=lambda s: (s - start) % SEQ_MODULUS)
+            held = sequence.held.pop(expected)
+            released = self._apply(held.topic, self._redecode(held), held.received_at)
+            released.problems[:] = [f"{held.topic} seq {expected}: {p}" for p in released.problems]
+            _merge(out, released)
+            sequence.expected = _next(expected)
+        # A further gap among what is still held is timed from its oldest message.
+        sequence.gap_since = min((h.received_at for h in sequence.held.values()), default=None)
+
+    def _give_up(self, sequence: _Sequence, out: Outcome) -> None:
+        first = min(sequence.held, key=lambda s: (s - (sequence.expected or 0)) % SEQ_MODULUS)
+        out.ask_rebirth(f"seq gap: expected {sequence.expected}, got {first}")
+        self._release(sequence, out, everything=True)
+
+    def _redecode(self, held: _Held) -> Payload:
+        """The held payload, decoded again with the births applied since it arrived."""
+        try:
+            return decode_payload(held.raw, self._birth_datatypes(held.topic))
+        except ContractError:
+            return held.payload  # it decoded when it arrived: that reading still stands
+
+    def _apply(self, parsed: Topic, payload: Payload, received_at: datetime) -> Outcome:
         outcome = Outcome(edge_node=parsed.edge_node_id)
         handler = {
             MessageType.NBIRTH: self._nbirth,
@@ -209,6 +336,18 @@ class SparkplugSessions:
                     continue
                 name = definition.name
             _add_sample(out, device, name, metric, payload)
+
+
+def _next(seq: int) -> int:
+    return (seq + 1) % SEQ_MODULUS
+
+
+def _merge(out: Outcome, other: Outcome) -> None:
+    """Append `other`'s items and problems to `out`, keeping the first rebirth reason."""
+    out.items.extend(other.items)
+    out.problems.extend(other.problems)
+    if other.rebirth_reason is not None:
+        out.ask_rebirth(other.rebirth_reason)
 
 
 def _device(topic: Topic) -> str:
