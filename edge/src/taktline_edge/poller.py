@@ -71,6 +71,46 @@ class DeviceStatus:
     samples: int = 0
     """Samples stored (after deadband)."""
 
+    def mark_unavailable(
+        self, device: str, reason: str, at: datetime, listener: AvailabilityListener | None
+    ) -> None:
+        """Count a failure; on the change to unavailable log it once and tell `listener`."""
+        self.failures += 1
+        self.last_error = reason
+        if self.available is False:
+            log.debug("%s still unavailable: %s", device, reason)
+            return
+        log.warning("%s unavailable: %s", device, reason)
+        self._change(device, False, reason, at, listener)
+
+    def mark_available(
+        self,
+        device: str,
+        at: datetime,
+        listener: AvailabilityListener | None,
+        detail: str = "",
+    ) -> None:
+        """A success; on the change to available log it once (with `detail`), tell `listener`."""
+        self.last_error = None
+        if self.available is True:
+            return
+        again = " again" if self.available is False else ""
+        log.info("%s available%s%s", device, again, detail)
+        self._change(device, True, None, at, listener)
+
+    def _change(
+        self,
+        device: str,
+        available: bool,
+        reason: str | None,
+        at: datetime,
+        listener: AvailabilityListener | None,
+    ) -> None:
+        self.available = available
+        self.since = at
+        if listener is not None:
+            listener(device, available, reason)
+
 
 @dataclass
 class Poller:
@@ -227,28 +267,10 @@ class Poller:
         return stamp
 
     def _mark_unavailable(self, reason: str) -> None:
-        self.status.failures += 1
-        self.status.last_error = reason
-        if self.status.available is not False:
-            log.warning("%s unavailable: %s", self.device, reason)
-            self._set_available(False, reason)
-        else:
-            log.debug("%s still unavailable: %s", self.device, reason)
+        self.status.mark_unavailable(self.device, reason, self.now(), self.on_availability)
 
     def _mark_available(self) -> None:
-        if self.status.available is False:
-            log.info("%s available again", self.device)
-        elif self.status.available is None:
-            log.info("%s available", self.device)
-        self.status.last_error = None
-        if self.status.available is not True:
-            self._set_available(True, None)
-
-    def _set_available(self, available: bool, reason: str | None) -> None:
-        self.status.available = available
-        self.status.since = self.now()
-        if self.on_availability is not None:
-            self.on_availability(self.device, available, reason)
+        self.status.mark_available(self.device, self.now(), self.on_availability)
 
 
 def reportable(tag: Tag, plain: bool, old: TagValue | None, new: TagValue) -> bool:

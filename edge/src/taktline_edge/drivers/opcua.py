@@ -698,28 +698,11 @@ class OpcUaSource:
     # status
 
     def _mark_unavailable(self, reason: str) -> None:
-        self.status.failures += 1
-        self.status.last_error = reason
-        if self.status.available is not False:
-            log.warning("%s unavailable: %s", self.device, reason)
-            self._set_available(False, reason)
-        else:
-            log.debug("%s still unavailable: %s", self.device, reason)
+        self.status.mark_unavailable(self.device, reason, datetime.now(UTC), self.on_availability)
 
     def _mark_available(self) -> None:
-        if self.status.available is False:
-            log.info("%s available again (%d items)", self.device, self.status.monitored_items)
-        elif self.status.available is None:
-            log.info("%s available (%d items)", self.device, self.status.monitored_items)
-        self.status.last_error = None
-        if self.status.available is not True:
-            self._set_available(True, None)
-
-    def _set_available(self, available: bool, reason: str | None) -> None:
-        self.status.available = available
-        self.status.since = datetime.now(UTC)
-        if self.on_availability is not None:
-            self.on_availability(self.device, available, reason)
+        items = f" ({self.status.monitored_items} items)"
+        self.status.mark_available(self.device, datetime.now(UTC), self.on_availability, items)
 
 
 async def _encoding(path: Path) -> str:
