@@ -388,7 +388,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=int, default=100)
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument(
-        "--batch-size", type=int, help="TAKTLINE_BATCH_SIZE (default: the cloud's, 500)"
+        "--batch-size", type=int, help="TAKTLINE_BATCH_SIZE (default: the cloud's, 5000)"
     )
     parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--deadline", type=float, default=100)

@@ -15,7 +15,7 @@ from taktline_cloud.historian.samples import Sample
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
 from taktline_cloud.storage.migrations import MIGRATIONS
-from taktline_contract.metrics import GOOD_COUNT, TEMPERATURE
+from taktline_contract.metrics import GOOD_COUNT, SCRAP_COUNT, TEMPERATURE
 
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -104,6 +104,24 @@ def test_large_batch_with_duplicates_inside(db: Database) -> None:
     with db.transaction() as tx:
         assert tx.insert_samples(batch) == 0
         assert len(tx.samples("M3", GOOD_COUNT)) == 1000
+
+
+def test_a_large_batch_overlapping_stored_rows_stores_only_the_new_ones(db: Database) -> None:
+    # PostgreSQL COPYs a large batch straight in and, when a key is already stored, rolls
+    # that back to a savepoint and skips the known keys: the transaction goes on either way.
+    stored = [Sample("M4", GOOD_COUNT, T0 + timedelta(seconds=i), Decimal(i)) for i in range(600)]
+    with db.transaction() as tx:
+        assert tx.insert_samples(stored) == 600
+    later = [
+        Sample("M4", GOOD_COUNT, T0 + timedelta(seconds=i), Decimal(i)) for i in range(300, 1200)
+    ]
+    with db.transaction() as tx:
+        assert tx.insert_samples(later) == 600
+        assert tx.insert_samples([Sample("M4", SCRAP_COUNT, T0, Decimal(7))]) == 1
+    with db.transaction(write=False) as tx:
+        values = [s.value for s in tx.samples("M4", GOOD_COUNT)]
+        assert values == [Decimal(i) for i in range(1200)]
+        assert [s.value for s in tx.samples("M4", SCRAP_COUNT)] == [Decimal(7)]
 
 
 def test_a_failed_transaction_leaves_nothing(db: Database) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+import struct
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -38,6 +41,31 @@ def test_float32_keeps_the_digits_the_plc_meant() -> None:
     as_float32 = 62.099998474121094
     assert sample_value(Metric("t", DataType.FLOAT, as_float32)) == Decimal("62.1")
     assert sample_value(Metric("t", DataType.DOUBLE, as_float32)) == Decimal("62.099998474121094")
+
+
+def _shortest_float32_text(value: float) -> str:
+    """Brute force: the fewest significant digits that read back as the same float32."""
+    packed = struct.pack("<f", value)
+    for digits in range(1, 10):
+        text = f"{value:.{digits}g}"
+        with contextlib.suppress(OverflowError):
+            if struct.pack("<f", float(text)) == packed:
+                return text
+    raise AssertionError(f"no text for {value!r}")
+
+
+def test_float32_text_is_the_shortest_for_any_bit_pattern() -> None:
+    """The fast search (from 6 digits) gives the brute force's value for normal numbers,
+    subnormals, the extremes and random bit patterns."""
+    rng = random.Random(20261124)
+    patterns = [0x00000001, 0x007FFFFF, 0x00800000, 0x7F7FFFFF, 0x80000001, 0x3DCCCCCD]
+    patterns += [rng.getrandbits(32) for _ in range(20_000)]
+    for bits in patterns:
+        (value,) = struct.unpack("<f", struct.pack("<I", bits))
+        if not math.isfinite(value):
+            continue
+        metric = Metric("t", DataType.FLOAT, value)
+        assert sample_value(metric) == Decimal(_shortest_float32_text(value)), hex(bits)
 
 
 def test_boolean_is_not_a_number() -> None:

@@ -31,7 +31,7 @@ MESSAGE_TYPES: Final = frozenset(
 )
 """Label values of messages_received_total; anything else counts as "other" (bounded labels)."""
 
-BATCH_SIZE_BUCKETS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+BATCH_SIZE_BUCKETS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 OnlineSource = Callable[[], Mapping[str, Sequence[str]]]

@@ -52,7 +52,12 @@ class CloudSettings(BaseSettings):
     sample_queue_size: int = Field(
         20_000, ge=1, description="samples between MQTT and the database (back-pressure when full)"
     )
-    batch_size: int = Field(500, ge=1, description="samples per database transaction, at most")
+    batch_size: int = Field(
+        5000,
+        ge=1,
+        description="samples per database transaction, at most (a busy queue fills it; an idle"
+        " one is written at once, so size costs no latency)",
+    )
     batch_max_age_s: float = Field(0.1, gt=0, description="oldest sample waits at most this long")
     live_client_queue: int = Field(
         512, ge=1, description="events buffered per websocket client before it is resynced"

@@ -128,8 +128,17 @@ class _PostgresExecutor(Executor):
     ) -> int:
         if len(rows) < _COPY_THRESHOLD:
             return super().insert_ignoring_duplicates(table, columns, rows)
-        # Large batches: COPY into a session-private staging table, then one INSERT … SELECT
-        # that skips keys already stored (COPY itself cannot skip conflicts).
+        # Large batches are nearly always new rows (replays and redeliveries are the
+        # exception): COPY them straight in, inside a savepoint. Only when a key exists already
+        # does the unique index refuse the COPY, and the batch takes the slower path below.
+        try:
+            with self._conn.transaction():  # a savepoint in the caller's transaction
+                self.copy_rows(table, columns, rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
+        # COPY into a session-private staging table, then one INSERT … SELECT that skips keys
+        # already stored (COPY itself cannot skip conflicts).
         # Created in the transaction each time: a rollback would take a remembered one away.
         staging = f"{table}_incoming"
         self.execute(

@@ -328,8 +328,11 @@ class Session:
 
     def insert_samples(self, samples: Sequence[Sample]) -> int:
         """Store samples; one already stored under its key is skipped. Returns how many were new."""
+        # Numbers are nearly every sample: their row is built without a call.
         rows = [
-            (s.machine, s.metric, s.timestamp, *_sample_value(s.value), s.is_historical)
+            (s.machine, s.metric, s.timestamp, s.value, None, None, s.is_historical)
+            if type(s.value) is Decimal
+            else (s.machine, s.metric, s.timestamp, *_sample_value(s.value), s.is_historical)
             for s in samples
         ]
         return self._x.insert_ignoring_duplicates("samples", _SAMPLE_COLUMNS, rows)

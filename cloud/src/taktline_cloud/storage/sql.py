@@ -8,7 +8,7 @@ TIMESTAMPTZ does on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -71,14 +71,32 @@ class Dialect:
 
     def params(self, values: Sequence[object]) -> tuple[object, ...]:
         """All parameters of one statement converted with `param`."""
-        return tuple(self.param(v) for v in values)
+        if self.backend == "postgresql":
+            return tuple(values)
+        # Every sample row passes here on SQLite: look converters up by exact type, and send
+        # only other types (subclasses) through `param`.
+        return tuple(
+            v if type(v) in _AS_IS else _CONVERT.get(type(v), self.param)(v) for v in values
+        )
 
 
 def sqlite_time(at: datetime) -> str:
     """An aware datetime in the fixed-width UTC text form used on SQLite."""
     if at.tzinfo is None:
         raise StorageError(f"naive datetime {at.isoformat()} cannot be stored (use UTC)")
-    return at.astimezone(UTC).strftime(_SQLITE_TIME)
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    if at.year >= 1000:  # isoformat pads the year to 4 digits; strftime's %Y may not
+        return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return at.strftime(_SQLITE_TIME)
+
+
+_AS_IS: frozenset[type] = frozenset({str, int, float, bool, bytes, type(None)})
+_CONVERT: dict[type, Callable[[Any], object]] = {
+    datetime: sqlite_time,
+    Decimal: str,
+    date: date.isoformat,
+}
 
 
 def to_decimal(value: Any) -> Decimal:
