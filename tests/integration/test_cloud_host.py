@@ -134,9 +134,9 @@ async def retained_state(broker: Mosquitto, within: float = 5) -> HostState:
 
 @contextlib.asynccontextmanager
 async def running_host(
-    broker: Mosquitto, client_id: str = "test-host", **options: Any
+    broker: Mosquitto, client_id: str = "test-host", queue_size: int = 10_000, **options: Any
 ) -> AsyncIterator[tuple[PrimaryHost, asyncio.Queue[IngestItem]]]:
-    queue: asyncio.Queue[IngestItem] = asyncio.Queue(maxsize=10_000)
+    queue: asyncio.Queue[IngestItem] = asyncio.Queue(maxsize=queue_size)
     settings: dict[str, Any] = {"rebirth_interval_s": 60.0, "reconnect_initial_s": 0.05,
                                 "reconnect_cap_s": 0.5, "timeout_s": 5.0} | options
     host = PrimaryHost(

@@ -168,7 +168,7 @@ def test_samples_stored_before_the_rollup_migration_are_rolled_up(database_url: 
                 x.execute("DROP FUNCTION rollup_queue_rows()")
             else:
                 x.execute("DROP TRIGGER samples_rollup_queue")
-            x.execute("DELETE FROM schema_version WHERE version = 4")
+            x.execute("DELETE FROM schema_version WHERE version >= 4")  # 5 and later re-apply too
     with Database(database_url) as db:
         assert refresh_all(db) == 5
         assert [r.count for r in rollups(db, "1h")] == [5, 1]

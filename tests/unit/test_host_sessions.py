@@ -155,8 +155,10 @@ def test_nbirth_starts_a_new_session_devices_need_dbirth_again() -> None:
 
 def test_ddeath_marks_the_device_offline_and_forgets_its_aliases() -> None:
     sessions = born()
-    death = sessions.handle(topic("DDEATH"), raw(), NOW)
-    assert death.items == [NodeStatus("GW-1", "M1", False, NOW)]
+    failed_at = NOW - timedelta(seconds=3)
+    death = sessions.handle(topic("DDEATH"), raw(at=failed_at), NOW)
+    # As of the payload's time (when the edge saw the device fail), not when it reached us.
+    assert death.items == [NodeStatus("GW-1", "M1", False, failed_at)]
     assert sessions.online() == {"GW-1": []}
     after = sessions.handle(topic("DDATA"), raw(Metric(None, DataType.UINT32, 1, alias=1)), NOW)
     assert after.rebirth_reason is not None

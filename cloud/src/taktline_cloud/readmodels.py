@@ -133,3 +133,64 @@ class Dashboard(_Row):
     work_orders: list[WorkOrderRow]
     stock: list[StockRow]
     sales_orders: list[SalesOrderLineRow]
+
+
+MAX_NODE_CHANGES = 10_000
+"""The most changes one node history answer holds."""
+
+
+class NodeChangeRow(_Row):
+    """An edge node (device None) or one of its devices went online or offline, and for how
+    long it stayed so."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    edge_node: str
+    device: str | None
+    """The device; null for the edge node itself."""
+    online: bool
+    at: UtcTime
+    """When it changed (Sparkplug time: the DDEATH payload's; for births and NDEATH, when the
+    cloud received them)."""
+    recorded_at: UtcTime
+    """When the cloud stored the change."""
+    ended_at: UtcTime | None
+    """The next change of the same node or device; null while this one lasts."""
+    duration_s: Dec
+    """Seconds from `at` to `ended_at`, or to the answer's `as_of` while it lasts (0 when the
+    clocks of edge and cloud disagree and the next change looks earlier)."""
+
+    @classmethod
+    def of(
+        cls,
+        status: NodeRow,
+        recorded_at: datetime,
+        ended_at: datetime | None,
+        as_of: datetime,
+    ) -> NodeChangeRow:
+        """The change to `status` (as of its `since`), lasting until `ended_at` or `as_of`."""
+        length = (ended_at or as_of) - status.since
+        micros = (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
+        return cls(
+            edge_node=status.edge_node,
+            device=status.device,
+            online=status.online,
+            at=status.since,
+            recorded_at=recorded_at,
+            ended_at=ended_at,
+            duration_s=Decimal(max(micros, 0)).scaleb(-6),
+        )
+
+
+class NodeHistory(_Row):
+    """Online/offline changes of an edge node and its devices (or of one device), newest
+    first."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    edge_node: str
+    device: str | None
+    """The device asked for; null: the node and all its devices."""
+    as_of: UtcTime
+    """The time the durations of the periods still open run to."""
+    changes: list[NodeChangeRow]

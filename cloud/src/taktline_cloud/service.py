@@ -45,9 +45,11 @@ from taktline_cloud.production.posting import OPENING, BomLine, Counts, PostingP
 from taktline_cloud.production.rate import Rate, line_rate, time_to_make
 from taktline_cloud.production.work_orders import WorkOrder, WorkOrderStatus
 from taktline_cloud.readmodels import (
+    MAX_NODE_CHANGES,
     Dashboard,
     LedgerRow,
     MachineRow,
+    NodeHistory,
     NodeRow,
     PlantRow,
     PromiseRow,
@@ -366,6 +368,7 @@ class PlantService:
                     if n.device is not None and n.online
                 ]
             for row in changed:
+                tx.append_node_change(row, changes.now)
                 changes.add(NODE_UPDATED, row.to_json())
             if model is not None and changed:
                 for code, machine in self._machine_rows(tx, model).items():
@@ -781,6 +784,46 @@ class PlantService:
                 )
                 previous = iso_utc(line.promised_at) if line.promised_at else None
                 changes.add(PROMISE_CHANGED, {**row.to_json(), "previous_promised_at": previous})
+
+    # --- node history --------------------------------------------------------------------------
+
+    def node_history(
+        self,
+        edge_node: str,
+        device: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> NodeHistory:
+        """Online/offline changes of an edge node and its devices (or one device) with their
+        time in [since, until), newest first, each with how long it lasted (the open one: up to
+        now). Invalid for bad arguments; NotFound for a node or device never seen."""
+        if not edge_node:
+            raise Invalid("edge node must not be empty")
+        if device is not None and not device:
+            raise Invalid("device must not be empty (leave it out for the node and its devices)")
+        for name, bound in (("since", since), ("until", until)):
+            if bound is not None and (bound.tzinfo is None or bound.utcoffset() is None):
+                raise Invalid(f"{name}: {bound.isoformat()} has no time zone (add Z or an offset)")
+        if since is not None and until is not None and since >= until:
+            raise Invalid(f"since ({iso_utc(since)}) must be before until ({iso_utc(until)})")
+        if isinstance(limit, bool) or not 1 <= limit <= MAX_NODE_CHANGES:
+            raise Invalid(f"limit must be between 1 and {MAX_NODE_CHANGES}, got {limit}")
+        as_of = self._now()
+        with self._db.transaction(write=False) as tx:
+            if not tx.node_known(edge_node):
+                raise NotFound(f"no edge node {edge_node!r}")
+            if device is not None and not tx.node_known(edge_node, device):
+                raise NotFound(f"no device {device!r} on edge node {edge_node!r}")
+            changes = tx.node_changes(
+                edge_node,
+                device=device,
+                since=since.astimezone(UTC) if since is not None else None,
+                until=until.astimezone(UTC) if until is not None else None,
+                limit=limit,
+                as_of=as_of,
+            )
+        return NodeHistory(edge_node=edge_node, device=device, as_of=as_of, changes=changes)
 
 
 def _earliest(samples: Iterable[Sample]) -> dict[LatestKey, datetime]:

@@ -6,7 +6,16 @@
 
 from fastapi import FastAPI
 
-from taktline_cloud.api import dead_letters, live, plant, sales, stock, trends, work_orders
+from taktline_cloud.api import (
+    dead_letters,
+    live,
+    nodes,
+    plant,
+    sales,
+    stock,
+    trends,
+    work_orders,
+)
 from taktline_cloud.api.deps import ApiContext, Context, HostProbe, Hub, Service
 from taktline_cloud.api.errors import install_error_handlers
 
@@ -15,6 +24,6 @@ __all__ = ["ApiContext", "Context", "HostProbe", "Hub", "Service", "install_api"
 
 def install_api(app: FastAPI) -> None:
     """Add the REST routes, the websocket and the error mapping to `app`."""
-    for module in (plant, work_orders, stock, sales, live, dead_letters, trends):
+    for module in (plant, nodes, work_orders, stock, sales, live, dead_letters, trends):
         app.include_router(module.router)
     install_error_handlers(app)

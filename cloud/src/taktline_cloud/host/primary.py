@@ -1,10 +1,26 @@
 """The Sparkplug B 3.0 primary host application over MQTT 3.1.1 (aiomqtt).
 
-On every connection: the will is our STATE offline (retained, QoS 1); we subscribe to the group
-and to our own STATE topic, then publish STATE online (retained, QoS 1). Received messages go
-through `SparkplugSessions`; their samples and status changes go to the bounded ingest queue
-(awaiting `put` is the back-pressure). Unknown aliases or data without a birth make us ask the
-edge node for a rebirth. A graceful stop publishes STATE offline.
+On every connection: the will is our STATE offline (retained, QoS 1); we subscribe to our own
+STATE topic and to the group, then publish STATE online (retained, QoS 1) with the will's
+timestamp. Received messages go through `SparkplugSessions`; their samples and status changes go
+to the bounded ingest queue (awaiting `put` is the back-pressure). Unknown aliases or data
+without a birth make us ask the edge node for a rebirth. A graceful stop publishes STATE offline.
+
+Ingest workers (N processes, one host id, data split by a shared subscription) share one STATE
+topic; each has its own will and timestamp. Edge nodes take the STATE with the newest timestamp
+and ignore older ones (Sparkplug 3.0), so a worker that sees the topic say offline while it runs:
+- offline older than our timestamp (our will from before a crash, another worker's older will):
+  the edges ignore it, but the retained message is now offline: publish online again with our
+  timestamp (our will still carries it, so our own death stays newest);
+- offline as of our timestamp or later (a worker that connected after us died or stopped): the
+  edges now see us offline, and an online with our old timestamp would be ignored. We start a
+  new session whose will and online STATE carry a timestamp newer than any STATE seen on the
+  topic. The old session first stops the group's messages (unsubscribe: shared data goes to the
+  other workers meanwhile) and takes in everything already received (subscribing to our STATE
+  topic again makes the broker send its retained message behind them); then it disconnects
+  cleanly, so the broker discards its will: a restart never publishes offline.
+Only an offline STATE starts a new session and new sessions publish only online, so workers
+restarting cannot set each other off: each death or stop costs at most one restart per worker.
 
 Dead letters (stored with topic, raw bytes and reason, in order through the same queue): a
 message rejected whole (bad topic, foreign group, undecodable or oversize payload), and one whose
@@ -18,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 
@@ -56,6 +73,19 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_KEEP_BYTES = 65_536
 """How much of an oversize payload a dead letter keeps (the reason gives the full size)."""
+_STATE_RESOLUTION = timedelta(milliseconds=1)
+"""STATE timestamps are whole milliseconds on the wire."""
+
+
+class _Next(enum.Enum):
+    """What the consumer does after a message."""
+
+    CONSUME = enum.auto()
+    """Go on."""
+    STOPPED = enum.auto()
+    """Our own offline STATE came back at stop: everything received before it is taken in."""
+    RESTART = enum.auto()
+    """Declared offline as of our timestamp or later: start a new session with a newer one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +180,13 @@ class PrimaryHost:
         self._backoff = Backoff(options.reconnect_initial_s, options.reconnect_cap_s)
         self._stopping = False
         self._failing = False
+        self._newest_state: datetime | None = None
+        """The newest STATE timestamp seen on our topic (any worker's, online or offline)."""
         self.connected = False
+        self.state_timestamp: datetime | None = None
+        """The timestamp of the current session's STATE (its will and its online)."""
+        self.state_restarts = 0
+        """Sessions ended to say online with a newer timestamp (another worker's STATE offline)."""
         self.messages_received = 0
         self.messages_rejected = 0
         self.rebirths_requested = 0
@@ -162,7 +198,11 @@ class PrimaryHost:
         return self.sessions.online()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, ingest and reconnect until `stop` is set; then publish STATE offline."""
+        """Connect, ingest and reconnect until `stop` is set; then publish STATE offline.
+
+        A session that ends for a restart (see the module docstring) returns normally: the next
+        one starts at once, without a backoff.
+        """
         while not stop.is_set():
             try:
                 await self._session(stop)
@@ -178,9 +218,20 @@ class PrimaryHost:
                     self._failing = True
                 await _wait(stop, self._backoff.next_delay())
 
+    def _new_state_timestamp(self) -> datetime:
+        """A timestamp for a new session's STATE: now (whole milliseconds, as on the wire), and
+        strictly newer than any STATE seen on our topic, so edge nodes never take it as stale."""
+        now = self._clock()
+        born = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        newest = self._newest_state
+        if newest is not None and born <= newest:
+            born = newest + _STATE_RESOLUTION
+        return born
+
     async def _session(self, stop: asyncio.Event) -> None:
         options = self.options
-        born = self._clock()
+        born = self._new_state_timestamp()
+        self.state_timestamp = born
         offline = encode_state(HostState(online=False, timestamp=born))
         client = aiomqtt.Client(
             options.broker_host,
@@ -207,8 +258,9 @@ class PrimaryHost:
                 self._failing = False
                 log.info("MQTT broker %s:%s is back", options.broker_host, options.broker_port)
             log.info(
-                "Sparkplug primary host %r online on %s:%s, ingesting %s",
+                "Sparkplug primary host %r online as of %s on %s:%s, ingesting %s",
                 options.host_id,
+                born.isoformat(),
                 options.broker_host,
                 options.broker_port,
                 " ".join(options.subscriptions),
@@ -252,19 +304,52 @@ class PrimaryHost:
             consumer.cancel()
             stopped.cancel()
             ticker.cancel()
-        lost = consumer.result() if not consumer.cancelled() else None
-        if lost is not None:
-            raise lost
+        ended = consumer.result() if not consumer.cancelled() else None
+        if isinstance(ended, aiomqtt.MqttError):
+            raise ended
+        # Stopped, or a restart: leaving the client's context disconnects cleanly (no will).
 
-    async def _consume(self, client: aiomqtt.Client, born: datetime) -> aiomqtt.MqttError | None:
-        """Ingest messages until our offline STATE comes back (None) or the connection drops."""
+    async def _consume(self, client: aiomqtt.Client, born: datetime) -> _Next | aiomqtt.MqttError:
+        """Ingest messages until our offline STATE comes back (STOPPED), a restart is due and
+        what was received is taken in (RESTART), or the connection drops (the error)."""
         try:
             async for message in client.messages:
-                if await self._receive(client, message, born):
-                    return None
+                match await self._receive(client, message, born):
+                    case _Next.STOPPED:
+                        return _Next.STOPPED
+                    case _Next.RESTART:
+                        self.state_restarts += 1
+                        return await self._hand_over(client, born)
         except aiomqtt.MqttError as exc:
             return exc
-        return None
+        return aiomqtt.MqttError("the message stream ended")  # aiomqtt raises instead
+
+    async def _hand_over(self, client: aiomqtt.Client, born: datetime) -> _Next:
+        """Before a restart: stop the group's messages and take in those already received
+        (acknowledged to the broker, they exist nowhere else), then say RESTART."""
+        options = self.options
+        # Short waits: our offline often comes from a broker shutting down, and aiomqtt does not
+        # fail a pending call when the connection drops (the consumer sees the drop anyway).
+        brief = min(options.timeout_s, 2.0)
+        for subscription in options.subscriptions:
+            await client.unsubscribe(subscription, timeout=brief)
+        # Subscribing again makes the broker send the topic's retained message again (MQTT
+        # 3.1.1, retain flag set), queued behind every message already on its way to us.
+        await client.subscribe(options.state_topic, qos=1, timeout=brief)
+        while True:
+            try:
+                async with asyncio.timeout(options.timeout_s):
+                    message = await anext(client.messages)
+            except TimeoutError:
+                log.warning("our retained STATE did not come back in time: restarting anyway")
+                return _Next.RESTART
+            if message.retain and message.topic.value == options.state_topic:
+                self._note_state(message.payload)
+                return _Next.RESTART
+            # (Another offline meanwhile needs no second restart: the next session's timestamp
+            # will be newer than it too.)
+            if await self._receive(client, message, born) is _Next.STOPPED:
+                return _Next.STOPPED
 
     async def _seq_timeouts(self, client: aiomqtt.Client) -> None:
         """Release messages held for a seq gap once the reorder timeout has passed (no message
@@ -303,8 +388,8 @@ class PrimaryHost:
 
     async def _receive(
         self, client: aiomqtt.Client, message: aiomqtt.Message, born: datetime
-    ) -> bool:
-        """Ingest one message; True when it is our own offline STATE coming back at stop."""
+    ) -> _Next:
+        """Ingest one message; what the consumer does next."""
         self.messages_received += 1
         topic = message.topic.value
         self.metrics.message(topic)
@@ -314,11 +399,11 @@ class PrimaryHost:
         if not message.topic.matches(self.options.group_filter):
             # amqtt can hand a retained message to a client whatever it subscribed.
             log.debug("ignored %s: outside %s", topic, self.options.group_filter)
-            return False
+            return _Next.CONSUME
         outcome = await self.ingest(topic, _as_bytes(raw))
         if outcome is not None and outcome.rebirth_reason is not None and outcome.edge_node:
             await self._request_rebirth(client, outcome.edge_node, outcome.rebirth_reason)
-        return False
+        return _Next.CONSUME
 
     async def ingest(self, topic: str, raw: bytes) -> Outcome | None:
         """Take one group message in: its items to the queue, or a dead letter with the reason.
@@ -391,27 +476,54 @@ class PrimaryHost:
             return
         self.dead_letters_queued += 1
 
-    async def _own_state(self, client: aiomqtt.Client, raw: object, born: datetime) -> bool:
-        """Sparkplug: a host that sees itself declared offline while alive says it is online."""
+    def _note_state(self, raw: object) -> HostState | None:
+        """Decode a STATE of our topic and remember its timestamp if it is the newest seen."""
         try:
             if not isinstance(raw, bytes | bytearray):
                 raise ContractError(f"payload is {type(raw).__name__}, not bytes")
             state = decode_state(bytes(raw))
         except ContractError as exc:
             log.warning("our STATE topic holds a bad payload (%s)", exc)
-            state = HostState(online=False, timestamp=born)
-        if state.online:
-            return False
+            return None
+        if self._newest_state is None or state.timestamp > self._newest_state:
+            self._newest_state = state.timestamp
+        return state
+
+    async def _own_state(self, client: aiomqtt.Client, raw: object, born: datetime) -> _Next:
+        """Sparkplug: a host that sees itself declared offline while alive says it is online
+        (with a newer timestamp when needed: see the module docstring)."""
+        state = self._note_state(raw)
+        if state is not None and state.online:
+            return _Next.CONSUME
         if self._stopping:
-            return True
-        log.info("STATE %s says offline while we run: publishing online", self.options.state_topic)
+            # Another worker's offline is not ours coming back.
+            ours = state is not None and state.timestamp == born
+            return _Next.STOPPED if ours else _Next.CONSUME
+        topic, client_id = self.options.state_topic, self.options.client_id
+        if state is not None and state.timestamp >= born:
+            log.info(
+                "STATE %s says offline as of %s, not older than %s's session (%s): starting a"
+                " new session to say online as of a newer time",
+                topic,
+                state.timestamp.isoformat(),
+                client_id,
+                born.isoformat(),
+            )
+            return _Next.RESTART
+        log.info(
+            "STATE %s says offline (as of %s, older than %s's session) while we run:"
+            " publishing online",
+            topic,
+            state.timestamp.isoformat() if state is not None else "?",
+            client_id,
+        )
         # Our offline will often arrives because the broker is shutting down, and aiomqtt does
         # not fail a pending publish when the connection drops: wait briefly, not the full
         # timeout, so the reconnect (which publishes online anyway) is not held up.
         await self._publish_state(
             client, online=True, timestamp=born, timeout_s=min(self.options.timeout_s, 2.0)
         )
-        return False
+        return _Next.CONSUME
 
     async def _request_rebirth(self, client: aiomqtt.Client, edge_node: str, reason: str) -> None:
         if not self._limiter.allow(edge_node, time.monotonic()):

@@ -40,7 +40,12 @@ class RejectedMessageError(CloudError):
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
-    """An edge node (device None) or one of its devices went online or offline."""
+    """An edge node (device None) or one of its devices went online or offline at `at`.
+
+    `at` is the DDEATH payload's timestamp (the edge node's time of the device's failure), and
+    the receipt time for births and NDEATH (an NDEATH is usually the broker publishing the will,
+    whose payload was stamped when the edge node connected).
+    """
 
     edge_node: str
     device: str | None
@@ -317,7 +322,11 @@ class SparkplugSessions:
         node = self._nodes.get(topic.edge_node_id)
         if node is not None:
             node.devices.pop(device, None)
-        out.items.append(NodeStatus(topic.edge_node_id, device, False, now))
+        # The edge node stamps a DDEATH when the device failed, which may be well before it
+        # reaches us (it goes out after the samples the device had waiting). Sparkplug requires
+        # the timestamp and a payload without one is rejected on decoding, so the receipt time
+        # (`now`) is never needed as a fallback here.
+        out.items.append(NodeStatus(topic.edge_node_id, device, False, payload.timestamp))
 
     def _ddata(self, topic: Topic, payload: Payload, now: datetime, out: Outcome) -> None:
         device = _device(topic)

@@ -355,9 +355,41 @@ def _v4_rollups(m: Migrator) -> None:
     )
 
 
+def _v5_node_history(m: Migrator) -> None:
+    """Every online/offline change of edge nodes and devices (node_status keeps the latest).
+
+    `at` is the Sparkplug time of the change, `recorded_at` when the cloud stored it; device is
+    NULL for the edge node itself. A row is written only when a status flips, so in id order
+    the rows of one node or device alternate, and a period lasts from one row to the next.
+    """
+    d = m.dialect
+    ts = d.timestamp
+    m.execute(
+        f"""CREATE TABLE IF NOT EXISTS node_history (
+            id {d.id_key},
+            edge_node TEXT NOT NULL,
+            device TEXT,
+            online BOOLEAN NOT NULL,
+            at {ts} NOT NULL,
+            recorded_at {ts} NOT NULL,
+            CONSTRAINT node_history_edge_node_not_empty CHECK (edge_node <> ''),
+            CONSTRAINT node_history_device_not_empty CHECK (device <> '')
+        )"""
+    )
+    m.execute("CREATE INDEX IF NOT EXISTS node_history_node_time ON node_history (edge_node, at)")
+    # The statuses stored before this version start the history, as of their `since`. (Only
+    # into an empty table: re-applied over a schema_version rolled back by hand, it adds none.)
+    m.execute(
+        "INSERT INTO node_history (edge_node, device, online, at, recorded_at)"
+        " SELECT edge_node, NULLIF(device, ''), online, since, since FROM node_status"
+        " WHERE NOT EXISTS (SELECT 1 FROM node_history) ORDER BY edge_node, device"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "master data, samples, work orders, ledger, promises", _v1_core_schema),
     Migration(2, "counter checkpoints: posting reads only new readings", _v2_counter_checkpoints),
     Migration(3, "dead letters: rejected MQTT messages kept for replay", _v3_dead_letters),
     Migration(4, "1-minute and 1-hour rollups of numeric samples", _v4_rollups),
+    Migration(5, "node history: online/offline changes of nodes and devices", _v5_node_history),
 )

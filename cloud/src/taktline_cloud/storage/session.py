@@ -22,7 +22,7 @@ from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
 from taktline_cloud.production.counters import Checkpoint, CounterPoint
 from taktline_cloud.production.posting import BomLine, PostingPlaces
 from taktline_cloud.production.work_orders import WorkOrder, WorkOrderStatus
-from taktline_cloud.readmodels import LedgerRow, NodeRow, PromiseRow
+from taktline_cloud.readmodels import LedgerRow, NodeChangeRow, NodeRow, PromiseRow
 from taktline_cloud.storage.sql import (
     Dialect,
     to_date,
@@ -730,3 +730,66 @@ class Session:
             )
         ]
 
+    # --- node history ------------------------------------------------------------------------
+
+    def append_node_change(self, change: NodeRow, recorded_at: datetime) -> None:
+        """Keep a status change of a node (device None) or device, as of its `since`."""
+        self._x.execute(
+            "INSERT INTO node_history (edge_node, device, online, at, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (change.edge_node, change.device, change.online, change.since, recorded_at),
+        )
+
+    def node_known(self, edge_node: str, device: str | None = None) -> bool:
+        """True when the edge node (or its device) has a status or a history."""
+        where, params = "edge_node = ?", [edge_node]
+        if device is not None:
+            where += " AND device = ?"
+            params.append(device)
+        return any(
+            self._x.query(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", params)
+            for table in ("node_status", "node_history")
+        )
+
+    def node_changes(
+        self,
+        edge_node: str,
+        *,
+        device: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        as_of: datetime,
+    ) -> list[NodeChangeRow]:
+        """Changes of the node and its devices (or of one device) with `at` in [since, until),
+        newest first, each lasting until the next change of the same node or device."""
+        where = ["edge_node = ?"]
+        params: list[object] = [edge_node]
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        outer = ""
+        if until is not None:
+            outer = " WHERE at < ?"
+            params.append(until)
+        # In id order the rows of one node or device alternate (one is written per flip), so
+        # the next row is the end of the period: by id, not by `at` (edge and cloud clocks).
+        statement = (
+            "SELECT edge_node, device, online, at, recorded_at, ended_at FROM ("
+            " SELECT id, edge_node, device, online, at, recorded_at,"
+            " LEAD(at) OVER (PARTITION BY device ORDER BY id) AS ended_at"
+            f" FROM node_history WHERE {' AND '.join(where)}) AS changes"
+            f"{outer} ORDER BY at DESC, id DESC LIMIT ?"
+        )
+        return [
+            NodeChangeRow.of(
+                NodeRow(edge_node=r[0], device=r[1], online=bool(r[2]), since=to_datetime(r[3])),
+                recorded_at=to_datetime(r[4]),
+                ended_at=to_datetime_or_none(r[5]),
+                as_of=as_of,
+            )
+            for r in self._x.query(statement, (*params, limit))
+        ]
