@@ -70,3 +70,53 @@ def test_plain_subscription_without_a_shared_group() -> None:
 def test_bad_values_are_refused_with_a_reason(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         CloudSettings(**{field: value})
+
+
+def test_retention_defaults_per_table_and_metric_class() -> None:
+    settings = CloudSettings()
+    retention = settings.retention
+    assert (retention.raw.process, retention.raw.counter, retention.raw.state) == (90, 730, 730)
+    assert (retention.rollup_1m.process, retention.rollup_1m.counter) == (400, 730)
+    assert retention.rollup_1m.state == 730
+    assert retention.rollup_1h.model_dump() == {"process": None, "counter": None, "state": None}
+    assert settings.retention_interval_s == 3600
+
+
+def test_retention_from_json_in_the_environment_keeps_what_it_leaves_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "TAKTLINE_RETENTION",
+        '{"raw": {"process": 30, "state": null}, "rollup_1h": {"process": 3650}}',
+    )
+    monkeypatch.setenv("TAKTLINE_RETENTION_INTERVAL_S", "600")
+    settings = CloudSettings()
+    assert settings.retention.raw.model_dump() == {"process": 30, "counter": 730, "state": None}
+    assert settings.retention.rollup_1m.process == 400
+    assert settings.retention.rollup_1h.model_dump() == {
+        "process": 3650,
+        "counter": None,
+        "state": None,
+    }
+    assert settings.retention_interval_s == 600
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('{"raw": {"proces": 30}}', "unknown metric class 'proces' in retention.raw: use process"),
+        ('{"rollup_5m": {"process": 30}}', "unknown retention table 'rollup_5m': use raw"),
+        ('{"raw": {"process": 0}}', "whole number of days >= 1, or null to keep forever"),
+        ('{"rollup_1m": {"counter": -7}}', "whole number of days >= 1, or null to keep forever"),
+        ('{"raw": {"process": 1.5}}', "valid integer"),
+        ('{"raw": {"process": true}}', "valid integer"),
+        ('{"raw": 30}', "valid dictionary"),
+    ],
+)
+def test_bad_retention_is_refused_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("TAKTLINE_RETENTION", value)
+    with pytest.raises(ValidationError, match=re.escape(message)) as refused:
+        CloudSettings()
+    assert "retention" in str(refused.value)

@@ -22,12 +22,13 @@ from fastapi.staticfiles import StaticFiles
 from taktline_cloud.api import ApiContext, install_api
 from taktline_cloud.errors import CloudError
 from taktline_cloud.historian.dead_letters import DeadLetter, DeadLetterStore
+from taktline_cloud.historian.retention import RetentionPolicy, retention_periodically
 from taktline_cloud.historian.rollups import ROLLUP_INTERVAL_S, rollup_periodically
 from taktline_cloud.historian.samples import Sample
 from taktline_cloud.host import Batcher, HostOptions, IngestItem, NodeStatus, PrimaryHost
 from taktline_cloud.live import LiveHub, ServiceGateway, ServiceWorker
 from taktline_cloud.live.refresher import refresh_periodically
-from taktline_cloud.observability import IngestMetrics, install_metrics
+from taktline_cloud.observability import IngestMetrics, RetentionMetrics, install_metrics
 from taktline_cloud.service import PlantService
 from taktline_cloud.settings import CloudSettings
 from taktline_cloud.storage import Database
@@ -158,6 +159,18 @@ async def _serving(
         batcher_task = start("sample-batcher", batcher.run())
         start("refresher", refresh_periodically(gateway, settings.refresh_interval_s, stop))
         start("rollups", rollup_periodically(worker.run, database, ROLLUP_INTERVAL_S, stop))
+        retention_metrics: RetentionMetrics = app.state.retention_metrics
+        start(
+            "retention",
+            retention_periodically(
+                worker.run,
+                database,
+                RetentionPolicy.from_settings(settings.retention),
+                settings.retention_interval_s,
+                stop,
+                on_deleted=retention_metrics.deleted,
+            ),
+        )
         # The backend only: a database URL may carry a password.
         log.info("cloud started on %s, Sparkplug group %s", database.backend, settings.group_id)
         try:

@@ -186,13 +186,31 @@ class IngestMetrics:
         return generate_latest(self.registry)
 
 
+class RetentionMetrics:
+    """Rows the retention job deleted, by table, registered in another registry (the ingest's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._deleted = Counter(
+            "retention_deleted_rows",
+            "Rows deleted by the retention job, by table (samples, rollup_1m, rollup_1h).",
+            ["table"],
+            registry=registry,
+        )
+
+    def deleted(self, table: str, rows: int) -> None:
+        """The job deleted `rows` rows of `table`."""
+        self._deleted.labels(table).inc(rows)
+
+
 def install_metrics(app: FastAPI) -> IngestMetrics:
     """Give `app` its own `IngestMetrics` (in `app.state.metrics`) and serve them at GET /metrics.
 
+    The retention job's `RetentionMetrics` share its registry (`app.state.retention_metrics`).
     Left out of the OpenAPI schema: it is for Prometheus, not for API clients.
     """
     metrics = IngestMetrics()
     app.state.metrics = metrics
+    app.state.retention_metrics = RetentionMetrics(metrics.registry)
 
     async def scrape() -> Response:
         # Async on purpose: the gauges read the host's and batcher's state, which lives on the
