@@ -112,6 +112,22 @@ def test_unknown_alias_is_dropped_and_asks_for_rebirth_other_metrics_kept() -> N
     assert any("42" in problem for problem in outcome.problems)
 
 
+def test_a_datatype_other_than_the_births_is_dropped_and_asks_for_rebirth() -> None:
+    # GOOD_COUNT was born UINT32; an INT64 by its alias is valid Sparkplug but not that metric.
+    outcome = born().handle(
+        topic("DDATA"),
+        raw(Metric(None, DataType.INT64, -5, alias=1), Metric(None, DataType.UINT16, 2, alias=2)),
+        NOW,
+    )
+    assert outcome.rebirth_reason is not None
+    assert "INT64" in outcome.rebirth_reason
+    assert "UINT32" in outcome.rebirth_reason
+    assert [(s.metric, s.value) for s in samples(outcome.items)] == [(MACHINE_STATE, Decimal(2))]
+    assert outcome.problems == [
+        f"M1/{GOOD_COUNT}: datatype INT64, but its DBIRTH says UINT32: dropped"
+    ]
+
+
 def test_ddata_without_any_birth_asks_for_rebirth() -> None:
     sessions = SparkplugSessions(GROUP)
     outcome = sessions.handle(topic("DDATA"), raw(Metric(None, DataType.UINT32, 1, alias=1)), NOW)

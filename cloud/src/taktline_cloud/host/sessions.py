@@ -260,12 +260,13 @@ class SparkplugSessions:
         table = node.aliases if topic.device_id is None else node.devices.get(topic.device_id)
         if not table:
             return None
-        by_name = {d.name: d.datatype for d in table.values()}
-
         def datatype_of(name: str | None, alias: int | None) -> DataType | None:
             if alias is not None and alias in table:
                 return table[alias].datatype
-            return by_name.get(name) if name is not None else None
+            if name is None:
+                return None
+            # Rare (data by name without its datatype): a scan, not a table per message.
+            return next((d.datatype for d in table.values() if d.name == name), None)
 
         return datatype_of
 
@@ -337,13 +338,23 @@ class SparkplugSessions:
             aliases = {}
         for metric in payload.metrics:
             name = metric.name
+            definition = aliases.get(metric.alias) if metric.alias is not None else None
             if name is None:
-                definition = aliases.get(metric.alias) if metric.alias is not None else None
                 if definition is None:
                     out.ask_rebirth(f"unknown metric alias {metric.alias} of device {device}")
                     out.problems.append(f"{device}: alias {metric.alias} is unknown: dropped")
                     continue
                 name = definition.name
+            if definition is not None and metric.datatype != definition.datatype:
+                # Valid on the wire but not what the birth declared: the edge's tag map changed
+                # without a rebirth, and the value's meaning (scale, signedness) is unknown.
+                reason = (
+                    f"{device}/{name}: datatype {metric.datatype.name}, but its DBIRTH says"
+                    f" {definition.datatype.name}"
+                )
+                out.ask_rebirth(reason)
+                out.problems.append(f"{reason}: dropped")
+                continue
             _add_sample(out, device, name, metric, payload)
 
 
