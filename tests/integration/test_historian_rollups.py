@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from taktline_cloud.api import ApiContext, install_api, trends
+from taktline_cloud.api.trends import TrendPublic
 from taktline_cloud.historian.rollups import (
     Rollup,
     read_rollups,
@@ -237,6 +238,13 @@ def test_trend_api_answers_rollups_and_raw(db: Database, client: TestClient) -> 
     assert raw["series"] == [
         {"machine": "M2", "metric": TEMP, "t": ["2026-11-24T08:00:05.000Z"], "value": ["0.3"]}
     ]
+
+    # Every answer is what the OpenAPI document says it is (the route writes JSON unparsed).
+    for answer in (body, minutes, raw):
+        TrendPublic.model_validate(answer)
+    schema = client.get("/openapi.json").json()
+    documented = schema["paths"]["/api/trends"]["get"]["responses"]["200"]["content"]
+    assert documented["application/json"]["schema"] == {"$ref": "#/components/schemas/TrendPublic"}
 
 
 @pytest.mark.parametrize(

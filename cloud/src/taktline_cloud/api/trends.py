@@ -17,7 +17,7 @@ from typing import Annotated, Final, Literal
 import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
 from taktline_cloud.api.deps import Context
@@ -65,7 +65,38 @@ def _instant(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@router.get("/trends", tags=["historian"], response_class=Response)
+class TrendSeriesPublic(BaseModel):
+    """One series, columnar: element i of every list is one point (raw) or bucket (1m, 1h)."""
+
+    model_config = ConfigDict(extra="forbid")
+    machine: str
+    metric: str
+    t: list[str] = Field(description="times, ISO 8601 UTC: the sample's, or the bucket's start")
+    value: list[str] | None = Field(None, description="bucket=raw: each sample's exact decimal")
+    min: list[str] | None = Field(None, description="bucket=1m|1h: the least value")
+    max: list[str] | None = Field(None, description="bucket=1m|1h: the greatest value")
+    avg: list[str] | None = Field(None, description="bucket=1m|1h: the exact mean")
+    last: list[str] | None = Field(None, description="bucket=1m|1h: the newest sample's value")
+    count: list[int] | None = Field(None, description="bucket=1m|1h: samples in the bucket")
+
+
+class TrendPublic(BaseModel):
+    """The answer of GET /api/trends (decimals are strings, exactly as stored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    bucket: Bucket
+    from_: str = Field(alias="from", description="start of the range, ISO 8601 UTC")
+    to: str = Field(description="end of the range (exclusive), ISO 8601 UTC")
+    series: list[TrendSeriesPublic]
+
+
+@router.get(
+    "/trends",
+    tags=["historian"],
+    response_class=Response,
+    # Written straight from the database's JSON (never parsed here): the model documents it.
+    responses={200: {"model": TrendPublic, "description": "the series, columnar"}},
+)
 async def trends(
     context: Context,
     connection: HTTPConnection,
