@@ -1,16 +1,26 @@
-"""Broker outage while the line runs: the host gets every sample exactly once, in order."""
+"""Broker outage while the line runs: the host gets every sample, in order, and the replay window.
+
+The broker restarts. What it held for the host may be lost with it (all of it, if it is not
+persistent; a Sparkplug host's clean session too), without a trace on the edge's side: its PUBACK
+came. So on reconnecting (its connection was lost; here the host's STATE offline, its will, says
+so as well) the edge sends again, flagged historical, what it had sent in its replay window (60 s,
+the default: here everything sent before the outage). The host keys samples by (machine, metric,
+timestamp), so a repeat is a no-op there.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from taktline_contract.sparkplug import MessageType
 from taktline_edge.agent import EdgeAgent
+from tests.edge_process import Arrival, decode
 from tests.edge_support import (
     Plc,
     Received,
@@ -23,6 +33,8 @@ from tests.edge_support import (
 from tests.support import Mosquitto, wait_for
 
 pytestmark = pytest.mark.mosquitto
+
+GOOD = "Production/GoodCount"
 
 
 async def _count_up(plcs: dict[str, Plc], every_s: float) -> None:
@@ -38,8 +50,8 @@ async def _count_up(plcs: dict[str, Plc], every_s: float) -> None:
 def _without_redeliveries(messages: list[Received]) -> list[Received]:
     """Drop byte-identical repeats: QoS 1 redelivery by the broker (at-least-once by design).
 
-    A replay by the edge is a new message (new payload timestamp and seq), so it is kept and
-    would show up as a duplicate sample below.
+    A replay by the edge is a new message (new payload timestamp and seq), so it is kept: see
+    `_window_resent`.
     """
     seen: set[bytes] = set()
     out = []
@@ -51,7 +63,47 @@ def _without_redeliveries(messages: list[Received]) -> list[Received]:
     return out
 
 
-async def test_broker_restart_loses_and_repeats_nothing(
+Sample = tuple[str, datetime, Any, bool]
+
+
+def _first_arrivals(samples: list[Sample]) -> list[Sample]:
+    """Each sample as it first arrived (a repeat is a replay of the window, see below)."""
+    seen: set[tuple[str, datetime]] = set()
+    out = []
+    for sample in samples:
+        if (sample[0], sample[1]) not in seen:
+            seen.add((sample[0], sample[1]))
+            out.append(sample)
+    return out
+
+
+def _window_resent(messages: list[Received]) -> bool:
+    """Whether every sample of the first session came again, historical, in a later one, and
+    nothing else came twice: the replay window (everything here was sent within it)."""
+    record = decode(messages)
+    first: dict[tuple[str, str, int], Arrival] = {}
+    repeats: dict[tuple[str, str, int], Arrival] = {}
+    for a in record.arrivals:
+        earlier = first.setdefault(a.key, a)
+        if earlier is a:
+            continue
+        assert a.key not in repeats, f"{a.key}: sent a third time"
+        assert a.historical, f"{a.key}: a replayed sample must be historical"
+        assert a.value == earlier.value, f"{a.key}: replayed with another value"
+        assert earlier.session == 1 < a.session, f"{a.key}: replayed, but not from the window"
+        repeats[a.key] = a
+    for stream in (True, False):  # each stream in order, the replay included
+        for device in {a.device for a in record.arrivals}:
+            stamps = [
+                a.ts_ms
+                for a in record.arrivals
+                if a.device == device and a.historical == stream and a.session > 1
+            ]
+            assert stamps == sorted(stamps), f"{device} historical={stream}: out of order"
+    return all(key in repeats for key, a in first.items() if a.session == 1)
+
+
+async def test_broker_restart_loses_nothing_and_repeats_only_the_window(
     mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="taktline_edge.publisher")
@@ -85,24 +137,28 @@ async def test_broker_restart_loses_and_repeats_nothing(
                 final[device] = high << 16 | low
                 await wait_polled(agent, device, final[device])
 
-            def last_counts() -> dict[str, object]:
+            def last_counts_arrived() -> bool:
                 data = series(_without_redeliveries(host.messages))
-                return {
-                    d: [v for name, _, v, _ in s.samples if name == "Production/GoodCount"][-1]
-                    for d, s in data.items()
-                }
+                return all(
+                    (GOOD, final[d]) in {(name, v) for name, _, v, _ in data[d].samples}
+                    for d in final
+                )
 
-            await wait_for(lambda: last_counts() == final, timeout=20, what="last counts arrive")
+            await wait_for(last_counts_arrived, timeout=20, what="last counts arrive")
             await wait_for(lambda: agent.outbox_depth() == 0, timeout=20, what="outbox drained")
 
             def received() -> dict[str, int]:
+                """Distinct samples per device."""
                 data = series(_without_redeliveries(host.messages))
-                return {d: len(s.samples) for d, s in data.items()}
+                return {d: len({(n, t) for n, t, _, _ in s.samples}) for d, s in data.items()}
 
             # Every sample the pollers stored (values only change through the counter, which
             # has stopped) reached the host.
             stored = {d: s.samples for d, s in agent.devices.items()}
             assert received() == stored
+            await wait_for(
+                lambda: _window_resent(host.messages), timeout=20, what="the window sent again"
+            )
             assert len(host.of(MessageType.NBIRTH)) >= 2, "the edge was born again after the outage"
 
         # However many reconnect attempts it took: one line down, one line back up.
@@ -112,15 +168,11 @@ async def test_broker_restart_loses_and_repeats_nothing(
 
         data = series(_without_redeliveries(host.messages))
         for device in plcs:
-            samples = data[device].samples
-            keys = Counter((name, stamp) for name, stamp, _, _ in samples)
-            assert [k for k, n in keys.items() if n > 1] == [], f"{device}: no sample twice"
-            goods = [
-                (stamp, value)
-                for name, stamp, value, _ in samples
-                if name == "Production/GoodCount"
-            ]
-            assert [s for s, _ in goods] == sorted(s for s, _ in goods), f"{device}: in order"
+            samples = _first_arrivals(data[device].samples)
+            for stream in (True, False):
+                stamps = [stamp for name, stamp, _, h in samples if name == GOOD and h == stream]
+                assert stamps == sorted(stamps), f"{device} historical={stream}: in order"
+            goods = sorted((stamp, value) for name, stamp, value, _ in samples if name == GOOD)
             values = [v for _, v in goods]
             assert values == sorted(values), f"{device}: counter never goes back"
             assert values[-1] == final[device], f"{device}: the last count arrived"

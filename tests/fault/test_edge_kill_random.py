@@ -13,8 +13,10 @@ database and its WAL). At the end:
 * per device and stream (live / historical, as flagged on the wire), samples arrive in order and
   the counters never go backwards;
 * a sample that arrived twice is exactly accounted for: a byte-identical QoS 1 redelivery by the
-  broker, or an unacknowledged row sent again by a later session (after a kill, the row was in
-  that kill's outbox file; after a broker stop, its PUBACK never came);
+  broker, or a row sent again by a later session, flagged historical: an unacknowledged row, or
+  an acknowledged one kept for the replay window (60 s) and re-armed because the host may have
+  lost it (after a kill, the row was in that kill's outbox file; after a broker stop, its PUBACK
+  never came or the broker's restart lost it);
 * each PLC's final counter value arrives.
 
 The seed is printed; ``TAKTLINE_KILL_SEED=<seed>`` repeats a run's choices.
@@ -180,6 +182,7 @@ async def test_random_kills_lose_nothing_the_outbox_accepted(
             continue
         assert a.value == earlier.value, f"{key}: two different values"
         assert a.session > earlier.session, f"{key}: sent twice in one session"
+        assert a.historical, f"{key}: sent again, so it must be flagged historical"
         if key in in_kill_files:
             resent["after a kill"] += 1
         else:

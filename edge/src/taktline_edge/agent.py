@@ -38,6 +38,7 @@ from taktline_edge.messages import (
     OUTBOX_FULL,
     OUTBOX_OLDEST_AGE,
     OUTBOX_REFUSED,
+    OUTBOX_RETAINED,
     NodeMetric,
     device_metric,
 )
@@ -60,6 +61,9 @@ class OutboxHealth:
     """The outbox as the node metrics and the health endpoint report it."""
 
     depth: int = 0
+    """Unsent samples."""
+    retained: int = 0
+    """Sent samples kept for the replay window."""
     bytes: int = 0
     oldest_age_ms: int = 0
     full: bool = False
@@ -72,6 +76,7 @@ def _outbox_health(outbox: Outbox) -> OutboxHealth:
     age = 0 if oldest is None else (datetime.now(UTC) - oldest) // _ONE_MS
     return OutboxHealth(
         depth=outbox.depth(),
+        retained=outbox.retained(),
         bytes=outbox.size_bytes(),
         oldest_age_ms=max(0, int(age)),
         full=outbox.full,
@@ -145,8 +150,20 @@ class EdgeAgent:
     async def run(self) -> None:
         """Open the outbox, then poll and publish until cancelled."""
         cfg = self.config.outbox
-        outbox = await asyncio.to_thread(Outbox, cfg.path, cfg.max_bytes, cfg.when_full)
+        outbox = await asyncio.to_thread(
+            Outbox, cfg.path, cfg.max_bytes, cfg.when_full, cfg.replay_window_s
+        )
         try:
+            # Rows a previous run sent and kept: whether its host ingested them is unknown (the
+            # agent, or the whole plant, may have lost power with them in the host's hands).
+            rearmed = await asyncio.to_thread(outbox.rearm)
+            if rearmed:
+                log.info(
+                    "outbox %s: %d sample(s) sent by the previous run are sent again, flagged"
+                    " historical",
+                    cfg.path,
+                    rearmed,
+                )
             self._build(outbox)
             assert self._publisher is not None
             self._outbox_health = await asyncio.to_thread(_outbox_health, outbox)
@@ -252,6 +269,7 @@ class EdgeAgent:
         metrics = [
             NodeMetric(NODE_SCAN_RATE, DataType.INT64, self._scan_rate_ms),
             NodeMetric(OUTBOX_DEPTH, DataType.UINT64, o.depth),
+            NodeMetric(OUTBOX_RETAINED, DataType.UINT64, o.retained),
             NodeMetric(OUTBOX_OLDEST_AGE, DataType.INT64, o.oldest_age_ms),
             NodeMetric(OUTBOX_BYTES, DataType.UINT64, o.bytes),
             NodeMetric(OUTBOX_FULL, DataType.BOOLEAN, o.full),
@@ -332,6 +350,8 @@ class EdgeAgent:
             },
             "outbox": {
                 "depth": o.depth,
+                "retained": o.retained,
+                "replay_window_s": self.config.outbox.replay_window_s,
                 "bytes": o.bytes,
                 "max_bytes": self.config.outbox.max_bytes,
                 "when_full": self.config.outbox.when_full,
@@ -437,7 +457,7 @@ class EdgeAgent:
         return self._publisher.device_state(device)
 
     def outbox_depth(self) -> int:
-        """Samples waiting in the outbox (0 before start; as left at stop after it)."""
+        """Unsent samples in the outbox (0 before start; as left at stop after it)."""
         return self._outbox.depth() if self._outbox is not None else self._depth_at_stop
 
     def status(self) -> AgentStatus:

@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from taktline_contract.sparkplug import DataType
 from taktline_edge.errors import EdgeConfigError, TagError
+from taktline_edge.outbox import DEFAULT_REPLAY_WINDOW_S
 from taktline_edge.planner import MAX_BLOCK
 from taktline_edge.tags import MAX_ADDRESS, Encoding, Table, Tag, TagType
 
@@ -73,6 +74,8 @@ class MqttConfig(_Model):
 
 
 DEFAULT_OUTBOX_BYTES = 512 * 1024 * 1024
+MAX_REPLAY_WINDOW_S = 3600.0
+"""An hour: beyond it the retained rows would rival the backlog for the outbox's room."""
 
 
 class OutboxConfig(_Model):
@@ -83,7 +86,14 @@ class OutboxConfig(_Model):
     """Bound on disk (several million samples by default: days of a line's changes)."""
     when_full: Literal["refuse", "drop_oldest"] = "refuse"
     """At the bound: refuse new samples until the outbox drains, or drop the oldest ones. Either
-    way the node metrics Outbox/Full and Outbox/Dropped (or Outbox/Refused) say so."""
+    way the node metrics Outbox/Full and Outbox/Dropped (or Outbox/Refused) say so. Sent samples
+    kept for the replay window are purged first."""
+    replay_window_s: float = Field(
+        default=DEFAULT_REPLAY_WINDOW_S, ge=0, le=MAX_REPLAY_WINDOW_S, allow_inf_nan=False
+    )
+    """Seconds acknowledged samples are kept, to be sent again (flagged historical) after a
+    host STATE offline, a lost broker connection or a restart: a broker PUBACK is not end to
+    end (Sparkplug hosts use clean sessions). 0 deletes them at once."""
 
 
 class ModbusConfig(_Model):

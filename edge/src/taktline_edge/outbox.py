@@ -1,37 +1,57 @@
 """The durable store-and-forward outbox: samples wait here (SQLite, WAL) until the broker has them.
 
 A sample is appended in a committed transaction before anything is published, read back oldest
-first, and deleted only after the broker acknowledged the message that carried it (QoS 1
+first, and marked sent only after the broker acknowledged the message that carried it (QoS 1
 PUBACK). The same file keeps the edge node's small persistent state: the bdSeq counter and the
 stable metric alias table.
+
+Replay window: a broker's PUBACK is not end to end. A Sparkplug primary host must connect with a
+clean session, so what the broker delivered (or was about to deliver) to a host ingest worker
+that is then killed, and what a non-persistent broker held when it restarted, is gone. So an
+acknowledged row is not deleted at once: `mark_sent` stamps it with the time and keeps it for
+`replay_window_s` (0: delete at once). `rearm` makes the rows sent since a moment unsent again,
+flagged historical (so replayed values never override a host's current values); the publisher
+calls it when the host may have lost them (an offline STATE, a lost broker connection, the
+agent's start) and they go out again, in order, with the backlog. Re-sending is always safe: the
+host keys samples by (machine, metric, timestamp), so a repeat is a no-op there, and at-least-once
+delivery plus idempotent keys gives an exactly-once effect end to end. `purge_sent` deletes
+rows sent before the window, in batches. Sent rows are invisible to reading and to the depth
+and age (`oldest`, `depth`, `oldest_timestamp` see unsent rows only, through a partial index,
+so retained rows cost the drain nothing); they count towards `max_bytes`, and they are the first
+thing to go when room is needed (see below). The window is measured on the wall clock.
 
 Durability: WAL with ``synchronous=FULL``. A gateway's worst day is a power cut, not a process
 crash; FULL syncs the WAL on every commit, so a committed sample survives both. Commits are few:
 `AsyncOutbox` merges the appends that arrive while a commit is in progress into the next one (group
-commit: one fsync for many devices' polls), and the publisher deletes in batches. A delete commits
-with ``synchronous=NORMAL``: a power cut can undo only the last deletes, which brings acknowledged
-rows back to be sent again (at least once, as QoS 1 is anyway; the host keys samples by
-timestamp), never loses one; the next append's sync makes the delete durable too.
+commit: one fsync for many devices' polls), and the publisher marks sent in batches (one
+statement per run of consecutive ids). Marking sent, purging, re-arming and deleting commit with
+``synchronous=NORMAL``: a power cut can undo only the last of them, which brings acknowledged rows
+back to be sent again (at least once, as QoS 1 is anyway; the host keys samples by timestamp),
+never loses one; the next append's sync makes them durable too.
 
-Bounded on disk: with `max_bytes` set, the outbox never grows past the bound; `when_full` names
-what happens at the bound, and neither is silent (the `full` flag and the `dropped` / `refused`
-counters are published as node metrics, and entering or leaving the full state is logged once):
+Bounded on disk: with `max_bytes` set, the outbox never grows past the bound (sent rows in the
+window count too). At the bound, sent rows are purged first (oldest first, until below the
+bound); only when none is left does `when_full` decide, and neither choice is silent (the `full`
+flag and the `dropped` / `refused` counters are published as node metrics, and entering or
+leaving the full state is logged once). While full, acknowledged rows are deleted at once (no
+window): unsent data needs the room more than a replay does.
 
 - ``refuse`` (default): `append` raises `OutboxFullError`. The poller then keeps its
   report-by-exception baseline, so the first poll after the outbox drains stores the current
   values; PLC counters are absolute, so counts are still exact afterwards (the series only loses
   resolution for the refused period).
-- ``drop_oldest``: `append` deletes the oldest samples (in the same transaction) to make room;
-  the newest data wins, and the persistent `dropped` counter says how many went.
+- ``drop_oldest``: `append` deletes the oldest unsent samples (in the same transaction) to make
+  room; the newest data wins, and the persistent `dropped` counter says how many went.
 
 A full disk (SQLite's SQLITE_FULL; a file size limit or a failing disk shows as SQLITE_IOERR) is
 met like the bound, whatever `when_full` says (there is no room even to drop into): `append`
 raises `OutboxFullError` naming the disk (`OutboxError` for an I/O error), the samples count as
 refused and `full` stays set until appends succeed again (for `disk_full_hold_s`, so a disk that
 has room only now and then does not flap the alarm). After such a failure the WAL is
-checkpointed, so the next transactions reuse its space rather than grow it, and a delete that
-failed for room is tried once more: the drain that frees space keeps working. Every other SQLite
-failure is an `OutboxError`, never a bare ``sqlite3`` exception.
+checkpointed, so the next transactions reuse its space rather than grow it, the sent rows are
+purged, and a mark or delete that failed for room is tried once more (as a delete): the drain
+that frees space keeps working. Every other SQLite failure is an `OutboxError`, never a bare
+``sqlite3`` exception.
 
 Power loss: a WAL left behind by a crash is looked at before anything opens the file: frames
 written after its last intact commit (a transaction cut short, or a torn or lost tail) are
@@ -39,7 +59,8 @@ discarded by SQLite, and how many were is logged. Opening then runs ``PRAGMA qui
 file that fails it (a torn tail, garbage) is moved aside as ``<name>.corrupt-<UTC time>`` (with
 its WAL), every row that can still be read (walking the samples forwards and backwards from both
 ends, plus bdSeq and aliases) is copied into a fresh file, and the agent starts; the loss is
-logged as an error, never a reason to refuse to start.
+logged as an error, never a reason to refuse to start. Salvaged rows come back unsent (a sent
+one is sent again: harmless, see the replay window).
 
 `Outbox` is synchronous and thread-safe (one connection behind a lock); `AsyncOutbox` runs its
 calls in a worker thread so the event loop never waits on an fsync.
@@ -51,23 +72,28 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from taktline_contract.sparkplug import DataType, from_millis, to_millis
 from taktline_edge.errors import OutboxError, OutboxFullError
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 SampleValue: TypeAlias = int | float | Decimal | bool | str | None
 WhenFull: TypeAlias = Literal["refuse", "drop_oldest"]
 
-_SCHEMA_VERSION = 2
-_SCHEMA = """
+DEFAULT_REPLAY_WINDOW_S = 60.0
+"""How long acknowledged samples are kept to be sent again if the host may have lost them."""
+
+_SCHEMA_VERSION = 3
+# Version 3 added sent_ms (NULL: not sent yet; else when the broker acknowledged it, Unix ms).
+_TABLES = """
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL,
@@ -75,7 +101,8 @@ CREATE TABLE IF NOT EXISTS samples (
     ts_ms INTEGER NOT NULL,
     datatype INTEGER NOT NULL,
     value TEXT,
-    historical INTEGER NOT NULL CHECK (historical IN (0, 1))
+    historical INTEGER NOT NULL CHECK (historical IN (0, 1)),
+    sent_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS node_state (
     key TEXT PRIMARY KEY,
@@ -87,10 +114,25 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias INTEGER NOT NULL CONSTRAINT aliases_alias_unique UNIQUE,
     PRIMARY KEY (device, metric)
 );
-CREATE INDEX IF NOT EXISTS samples_by_kind ON samples (historical, id);
 """
+# Partial indexes: the drain reads each stream (historical flag) of unsent rows in id order
+# without stepping over the retained sent rows, and purge / re-arm find those by time alone.
+_INDEXES = """
+DROP INDEX IF EXISTS samples_by_kind;
+CREATE INDEX IF NOT EXISTS samples_unsent ON samples (historical, id) WHERE sent_ms IS NULL;
+CREATE INDEX IF NOT EXISTS samples_sent ON samples (sent_ms) WHERE sent_ms IS NOT NULL;
+"""
+_COLUMNS = "id, device, metric, ts_ms, datatype, value, historical"
+# Unsent rows of both streams, merged in id order (SQLite merges the two index walks).
+_UNSENT = (
+    "SELECT {columns} FROM samples WHERE sent_ms IS NULL AND historical = 0"
+    " UNION ALL SELECT {columns} FROM samples WHERE sent_ms IS NULL AND historical = 1"
+    " ORDER BY id LIMIT ?"
+)
 # Rows deleted at once under drop_oldest: freeing whole pages needs more than one batch's rows.
 _DROP_CHUNK = 512
+# Sent rows deleted per purge transaction (appends wait for the lock in between).
+_PURGE_CHUNK = 5000
 _RECOVER_CHUNK = 1000
 _LOW_WATER = 0.9
 _FLOATS = frozenset({DataType.FLOAT, DataType.DOUBLE})
@@ -145,13 +187,23 @@ class Outbox:
     """The SQLite outbox file; every method is one transaction."""
 
     def __init__(
-        self, path: str | Path, max_bytes: int | None = None, when_full: WhenFull = "refuse"
+        self,
+        path: str | Path,
+        max_bytes: int | None = None,
+        when_full: WhenFull = "refuse",
+        replay_window_s: float = DEFAULT_REPLAY_WINDOW_S,
     ) -> None:
         if when_full not in ("refuse", "drop_oldest"):
             raise ValueError(f"when_full must be 'refuse' or 'drop_oldest', not {when_full!r}")
+        if not 0 <= replay_window_s < float("inf"):
+            raise ValueError(
+                f"replay_window_s must be a number of seconds >= 0, not {replay_window_s!r}"
+            )
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.when_full: WhenFull = when_full
+        self.replay_window_s = replay_window_s
+        """How long `mark_sent` keeps acknowledged rows (0: it deletes them at once)."""
         self._full: _FullReason | None = None
         self.refused = 0
         """Samples refused by this process (policy refuse, or a full disk)."""
@@ -224,9 +276,16 @@ class Outbox:
         if version > _SCHEMA_VERSION:
             raise OutboxError(f"outbox {self.path} has schema {version}, newer than this agent")
         if version < _SCHEMA_VERSION:
-            # The schema is idempotent (IF NOT EXISTS), so version 1 gains the index here.
+            # The schema is idempotent (IF NOT EXISTS): a new file gets it whole; versions 1 and
+            # 2 gain the sent_ms column (their rows are unsent) and version 3's indexes.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+            add = (
+                "ALTER TABLE samples ADD COLUMN sent_ms INTEGER;"
+                if columns and "sent_ms" not in columns
+                else ""
+            )
             self._db.executescript(
-                f"BEGIN; {_SCHEMA} PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN; {_TABLES} {add} {_INDEXES} PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
             )
 
     def close(self) -> None:
@@ -268,9 +327,12 @@ class Outbox:
             return [[] for _ in batches]
         with self._lock:
             try:
-                at_bound = self.max_bytes is not None and self._size_bytes() >= self.max_bytes
+                at_bound = self._at_bound()
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot read the size of outbox {self.path}: {exc}") from exc
+            if at_bound:
+                # Sent rows go first: unsent ones are dropped or refused only when none is left.
+                at_bound = self._purge_for_room(max(_DROP_CHUNK, 2 * len(rows)))
             if at_bound and self.when_full == "refuse":
                 self.refused += len(rows)
                 self._set_full("bound")
@@ -319,11 +381,40 @@ class Outbox:
         # does not flap the alarm (and the log) on every poll.
         return (self.max_bytes or 0) * _LOW_WATER
 
-    def _drop_oldest(self, count: int) -> None:
-        """Inside a transaction: delete the `count` oldest samples and count them as dropped."""
+    def _at_bound(self) -> bool:
+        return self.max_bytes is not None and self._size_bytes() >= self.max_bytes
+
+    def _purge_for_room(self, chunk: int) -> bool:
+        """At the bound: purge sent rows, oldest first, until below it; whether still at it."""
+        try:
+            while True:
+                purged = self._write_relaxed(lambda: self._purge_chunk(None, chunk))
+                if purged == 0:
+                    return True
+                if not self._at_bound():
+                    return False
+                if purged < chunk:
+                    return True
+        except sqlite3.Error as exc:
+            if _cannot_write(exc) is None:
+                raise OutboxError(f"cannot purge sent rows from {self.path}: {exc}") from exc
+            return True  # no room even to delete: the append meets the disk below
+
+    def _purge_chunk(self, before_ms: int | None, limit: int) -> int:
+        """Inside a transaction: delete up to `limit` sent rows (sent before `before_ms`)."""
+        where = "sent_ms IS NOT NULL" if before_ms is None else "sent_ms < ?"
+        params: tuple[int, ...] = (limit,) if before_ms is None else (before_ms, limit)
         cursor = self._db.execute(
-            "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
-            (count,),
+            "DELETE FROM samples WHERE id IN"
+            f" (SELECT id FROM samples WHERE {where} ORDER BY sent_ms LIMIT ?)",
+            params,
+        )
+        return cursor.rowcount
+
+    def _drop_oldest(self, count: int) -> None:
+        """Inside a transaction: delete the `count` oldest unsent samples, counted as dropped."""
+        cursor = self._db.execute(
+            f"DELETE FROM samples WHERE id IN ({_UNSENT.format(columns='id')})", (count,)
         )
         self._db.execute(
             "INSERT INTO node_state (key, value) VALUES ('dropped', ?)"
@@ -349,20 +440,23 @@ class Outbox:
         return int(row[0]) if row is not None else 0
 
     def oldest_timestamp(self) -> datetime | None:
-        """The timestamp of the oldest waiting sample (None when empty)."""
-        row = self._read_one("SELECT ts_ms FROM samples ORDER BY id LIMIT 1")
+        """The timestamp of the oldest waiting (unsent) sample (None when there is none)."""
+        row = self._read_one(
+            f"SELECT ts_ms FROM samples WHERE id = ({_UNSENT.format(columns='id')})", (1,)
+        )
         return from_millis(int(row[0])) if row is not None else None
 
     def oldest(self, limit: int, historical: bool | None = None) -> list[StoredSample]:
-        """Up to `limit` samples, oldest (first appended) first; only of one kind if given."""
-        query = "SELECT id, device, metric, ts_ms, datatype, value, historical FROM samples"
+        """Up to `limit` unsent samples, oldest (first appended) first; of one kind if given."""
         with self._lock:
             try:
                 if historical is None:
-                    rows = self._db.execute(f"{query} ORDER BY id LIMIT ?", (limit,)).fetchall()
+                    query = _UNSENT.format(columns=_COLUMNS)
+                    rows = self._db.execute(query, (limit,)).fetchall()
                 else:
                     rows = self._db.execute(
-                        f"{query} WHERE historical = ? ORDER BY id LIMIT ?",
+                        f"SELECT {_COLUMNS} FROM samples"
+                        " WHERE sent_ms IS NULL AND historical = ? ORDER BY id LIMIT ?",
                         (int(historical), limit),
                     ).fetchall()
             except sqlite3.Error as exc:
@@ -399,60 +493,137 @@ class Outbox:
         )
 
     def delete(self, ids: Iterable[int]) -> None:
-        """Remove acknowledged samples."""
+        """Remove samples for good (rows that can never be published; acks go to `mark_sent`)."""
+        self._settle(ids, None)
+
+    def mark_sent(self, ids: Iterable[int], at: datetime | None = None) -> None:
+        """Acknowledged samples: keep them as sent at `at` (default now) for the replay window.
+
+        They are deleted at once when the window is 0, and while the outbox is full (the room
+        is worth more than a replay).
+        """
+        self._settle(ids, to_millis(at or datetime.now(UTC)))
+
+    def _settle(self, ids: Iterable[int], sent_ms: int | None) -> None:
+        """Delete rows `ids` (`sent_ms` None) or mark them sent at `sent_ms`."""
         runs = _runs(ids)
         if not runs:
             return
         with self._lock:
+            keep = sent_ms is not None and self.replay_window_s > 0 and self._full is None
             try:
                 try:
-                    self._delete_runs(runs)
+                    self._write_relaxed(lambda: self._settle_runs(runs, sent_ms if keep else None))
                 except sqlite3.Error as exc:
                     if _cannot_write(exc) is None:
                         raise
-                    # A full disk: the WAL's space, once checkpointed, can take the delete.
+                    # A full disk: the WAL's space, once checkpointed, can take a delete.
                     self._make_room()
-                    self._delete_runs(runs)
+                    self._write_relaxed(lambda: self._settle_runs(runs, None))
                 # Only a drain ends the full state (dropping makes room too, but is still "full").
-                if self._full == "bound" and self._size_bytes() < self._low_water():
-                    self._set_full(None)
+                self._maybe_room_again()
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot delete from outbox {self.path}: {exc}") from exc
+                what = "mark sent rows in" if sent_ms is not None else "delete from"
+                raise OutboxError(f"cannot {what} outbox {self.path}: {exc}") from exc
 
-    def _delete_runs(self, runs: Sequence[tuple[int, int]]) -> None:
-        # Not FULL: losing a delete to a power cut only sends its rows again.
+    def _settle_runs(self, runs: Sequence[tuple[int, int]], sent_ms: int | None) -> None:
+        if sent_ms is None:
+            self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?", runs)
+        else:
+            self._db.executemany(
+                "UPDATE samples SET sent_ms = ? WHERE id BETWEEN ? AND ? AND sent_ms IS NULL",
+                [(sent_ms, first, last) for first, last in runs],
+            )
+
+    def purge_sent(self, before: datetime) -> int:
+        """Delete the rows sent before `before` (the window's start), in batches; how many."""
+        before_ms = to_millis(before)
+        total = 0
+        while True:
+            with self._lock:  # released between batches: appends need not wait for a purge
+                try:
+                    purged = self._write_relaxed(lambda: self._purge_chunk(before_ms, _PURGE_CHUNK))
+                    if purged:
+                        self._maybe_room_again()
+                except sqlite3.Error as exc:
+                    raise OutboxError(f"cannot purge outbox {self.path}: {exc}") from exc
+            total += purged
+            if purged < _PURGE_CHUNK:
+                return total
+
+    def rearm(self, since: datetime | None = None) -> int:
+        """Make the rows sent at or after `since` (all sent rows: None) unsent again, historical.
+
+        For when the host may have lost them; they go out again in order with the backlog.
+        Returns how many.
+        """
+        where = "sent_ms IS NOT NULL" if since is None else "sent_ms >= ?"
+        params: tuple[int, ...] = () if since is None else (to_millis(since),)
+
+        def rearm() -> int:
+            cursor = self._db.execute(
+                f"UPDATE samples SET sent_ms = NULL, historical = 1 WHERE {where}", params
+            )
+            return cursor.rowcount
+
+        with self._lock:
+            try:
+                return self._write_relaxed(rearm)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot re-arm sent rows in {self.path}: {exc}") from exc
+
+    def _write_relaxed(self, write: Callable[[], _T]) -> _T:
+        """Run `write` in a transaction committed with synchronous=NORMAL; its result.
+
+        Not FULL: whatever a power cut undoes of a delete, mark or re-arm only sends rows again
+        (and at the next start every retained row is re-armed anyway).
+        """
         self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?", runs)
+            result = write()
             self._db.execute("COMMIT")
         finally:
             self._rollback()
             self._db.execute("PRAGMA synchronous=FULL")
+        return result
+
+    def _maybe_room_again(self) -> None:
+        if self._full == "bound" and self._size_bytes() < self._low_water():
+            self._set_full(None)
 
     def _make_room(self) -> None:
-        """After a write failed for room: checkpoint, so the WAL's space can be used again.
+        """After a write failed for room: checkpoint, then purge the sent rows.
 
         Once the WAL is checkpointed, the next transaction writes it from its start again
-        instead of growing it; on a full disk that is room that needs no new block.
+        instead of growing it; on a full disk that is room that needs no new block. Rows kept
+        only for a replay are the first to give their pages to unsent ones.
         """
         try:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._write_relaxed(lambda: self._purge_chunk(None, -1))  # LIMIT -1: all of them
         except sqlite3.Error as exc:
-            log.debug("checkpoint of %s after a failed write failed too: %s", self.path, exc)
+            log.debug("making room in %s after a failed write failed too: %s", self.path, exc)
 
     def mark_all_historical(self) -> int:
         """Flag every waiting sample historical (at a new birth: they predate its values)."""
         with self._lock:
             try:
-                cursor = self._db.execute("UPDATE samples SET historical = 1 WHERE historical = 0")
+                cursor = self._db.execute(
+                    "UPDATE samples SET historical = 1 WHERE historical = 0 AND sent_ms IS NULL"
+                )
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot flag samples in outbox {self.path}: {exc}") from exc
             return cursor.rowcount
 
     def depth(self) -> int:
-        """Number of samples waiting."""
-        row = self._read_one("SELECT count(*) FROM samples")
+        """Number of samples waiting (unsent; rows kept for the replay window do not count)."""
+        row = self._read_one("SELECT count(*) FROM samples WHERE sent_ms IS NULL")
+        return int(row[0]) if row is not None else 0
+
+    def retained(self) -> int:
+        """Number of sent samples kept for the replay window."""
+        row = self._read_one("SELECT count(*) FROM samples WHERE sent_ms IS NOT NULL")
         return int(row[0]) if row is not None else 0
 
     def size_bytes(self) -> int:
@@ -469,10 +640,10 @@ class Outbox:
         size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         return (pages - free) * size
 
-    def _read_one(self, query: str) -> tuple[Any, ...] | None:
+    def _read_one(self, query: str, params: tuple[int, ...] = ()) -> tuple[Any, ...] | None:
         with self._lock:
             try:
-                row: tuple[Any, ...] | None = self._db.execute(query).fetchone()
+                row: tuple[Any, ...] | None = self._db.execute(query, params).fetchone()
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
         return row
@@ -558,28 +729,52 @@ class AsyncOutbox:
         loop = asyncio.get_running_loop()
         entry = _PendingAppend(samples, historical, loop.create_future())
         self._pending.append(entry)
-        async with self._committing:
-            # Still waiting (no commit took it while we queued for the lock): commit everything
-            # that waits now, ours included, in one transaction.
-            if not entry.done.done() and entry in self._pending:
-                batch, self._pending = self._pending, []
-                commit = loop.run_in_executor(
-                    None, self.sync.append_batches, [(e.samples, e.historical) for e in batch]
-                )
-                commit.add_done_callback(lambda done: _settle(batch, done))
-                self.commits += 1
-                # wait() neither cancels the commit when this caller is cancelled (the others'
-                # samples still get their answer) nor raises its error: each waiter gets it.
-                await asyncio.wait({commit})
+        try:
+            async with self._committing:
+                # Still waiting (no commit took it while we queued for the lock): commit
+                # everything that waits now, ours included, in one transaction.
+                if not entry.done.done() and entry in self._pending:
+                    batch, self._pending = self._pending, []
+                    commit = loop.run_in_executor(
+                        None, self.sync.append_batches, [(e.samples, e.historical) for e in batch]
+                    )
+                    commit.add_done_callback(lambda done: _settle(batch, done))
+                    self.commits += 1
+                    # wait() neither cancels the commit when this caller is cancelled (the
+                    # others' samples still get their answer) nor raises its error: each waiter
+                    # gets it.
+                    await asyncio.wait({commit})
+        except BaseException:
+            # Cancelled (the agent stopping): nobody will read our answer, so a late error (the
+            # outbox closed meanwhile) must not be logged as a never-retrieved one.
+            entry.done.cancel()
+            raise
         return await entry.done
 
     async def oldest(self, limit: int, historical: bool | None = None) -> list[StoredSample]:
         """See `Outbox.oldest`."""
         return await asyncio.to_thread(self.sync.oldest, limit, historical)
 
+    @property
+    def replay_window_s(self) -> float:
+        """See `Outbox.replay_window_s`."""
+        return self.sync.replay_window_s
+
     async def delete(self, ids: Sequence[int]) -> None:
         """See `Outbox.delete`."""
         await asyncio.to_thread(self.sync.delete, ids)
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """See `Outbox.mark_sent`."""
+        await asyncio.to_thread(self.sync.mark_sent, ids)
+
+    async def purge_sent(self, before: datetime) -> int:
+        """See `Outbox.purge_sent`."""
+        return await asyncio.to_thread(self.sync.purge_sent, before)
+
+    async def rearm(self, since: datetime | None = None) -> int:
+        """See `Outbox.rearm`."""
+        return await asyncio.to_thread(self.sync.rearm, since)
 
     async def mark_all_historical(self) -> int:
         """See `Outbox.mark_all_historical`."""

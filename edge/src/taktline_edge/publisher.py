@@ -4,8 +4,25 @@ One MQTT session at a time, each with a new bdSeq and its NDEATH as the will (Qo
 retained). The node subscribes to its primary host's ``spBv1.0/STATE/{host}`` and to its
 NCMD/DCMD topics, and births (NBIRTH, then a DBIRTH per device) only once the host's STATE says
 online - Sparkplug 3.0 gating. It then drains the outbox in order as DDATA, about `window` QoS 1
-publishes in flight, and deletes rows only after their PUBACK. Rows stored before a birth are
+publishes in flight, and marks rows sent only after their PUBACK. Rows stored before a birth are
 flagged historical, so replayed data never overrides a host's current values.
+
+Replay window: a PUBACK only says the broker has the message. The host connects with a clean
+session (Sparkplug requires it), so what the broker had delivered or queued to a host worker
+that is then killed, or what a non-persistent broker held when it restarted, is lost without a
+trace on this side. So the outbox keeps sent rows for its `replay_window_s`, and the rows sent in
+the window before such a moment are re-armed (unsent again, flagged historical) and go out again
+with the historical stream, in order, after the births:
+
+- an offline STATE of the primary host, a stale one too: a stale offline does not take the node
+  offline (a newer online holds), but it still means one of the host's workers died, maybe with
+  messages in hand; the re-sent rows go out in the current session;
+- a lost broker connection, on the next successful connect;
+- the agent's start (the agent re-arms whatever a previous run left retained).
+
+Re-sending is always safe: the host keys samples by (machine, metric, timestamp), so a repeat is
+a no-op there; at-least-once delivery with idempotent keys gives an exactly-once effect end to
+end. Rows sent before the window are purged in batches by the drain loop.
 
 Replay: rows stored before a birth (historical) and rows stored while live are read as two
 streams, each in order; every round publishes the waiting live rows first, then up to
@@ -34,7 +51,7 @@ on recovery. Works against Mosquitto and the embedded amqtt (MQTT 3.1.1 only; am
 a retained message to a filter it does not match, so every received topic is checked).
 
 Note: Sparkplug asks for QoS 0 on births and data; Taktline publishes them at QoS 1 because
-the outbox deletes a sample only on the broker's acknowledgement.
+the outbox marks a sample sent only on the broker's acknowledgement.
 """
 
 import asyncio
@@ -45,7 +62,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import aiomqtt
@@ -98,6 +115,8 @@ _MAX_INCOMING = 1000
 _MAX_REPORTS = 1000
 _MIN_FORCED_GAP_S = 0.2
 """Least time between two NDATA even when commands force them (a command flood)."""
+_PURGE_INTERVAL_S = 1.0
+"""Most time between two purges of rows sent before the replay window (while draining)."""
 _MAX_HELD_SCAN = 50_000
 """Most rows of dead devices a drain read steps over (they wait for their device's DBIRTH)."""
 NODE_ALIAS_KEY = ""
@@ -248,6 +267,10 @@ class Publisher:
         self._states = DeviceStates(d.id for d in self._devices)
         self._held = {False: 0, True: 0}
         """Rows of dead devices met by the last read of each stream (historical flag)."""
+        self._rearm_since: datetime | None = None
+        """Rows sent at or after this may be lost to the host: re-arm them (pending)."""
+        self._rearm_reason = ""
+        self._purge_due = 0.0
         s = settings
         self._state_topic = state_topic(s.primary_host_id)
         self._ncmd_topic = str(Topic(s.group_id, MessageType.NCMD, s.edge_node_id))
@@ -284,6 +307,8 @@ class Publisher:
                 await self._session()
             except Exception as exc:  # the reconnect loop outlives any one session's error
                 raise_if_cancelling()
+                if self.status.connected:
+                    self._window_at_risk("the MQTT session was lost")
                 self._session_failed(exc)
                 await asyncio.sleep(self._backoff.next_delay())
             finally:
@@ -344,6 +369,7 @@ class Publisher:
                 timeout=s.timeout_s,
             )
             self._connected(session)
+            await self._rearm()
             host_offline = False
             try:
                 try:
@@ -427,7 +453,12 @@ class Publisher:
         except PayloadError as exc:
             log.warning("ignoring invalid STATE of %s: %s", self.settings.primary_host_id, exc)
             return
-        if self._host is not None and state.timestamp < self._host.timestamp:
+        stale = self._host is not None and state.timestamp < self._host.timestamp
+        if not state.online:
+            # Stale or not: a host worker ended, maybe with delivered messages in hand.
+            what = "a stale STATE offline" if stale else "STATE offline"
+            self._window_at_risk(f"{what} of {self.settings.primary_host_id}")
+        if stale:
             log.debug("ignoring stale STATE from %s", state.timestamp)
             return
         self._host = state
@@ -516,10 +547,57 @@ class Publisher:
             else:
                 log.info("%s written", what)
 
+    # replay window
+
+    def _window_at_risk(self, reason: str) -> None:
+        """The host may have lost what was sent in the last window: re-arm it (see `_rearm`)."""
+        window = self._outbox.replay_window_s
+        if window <= 0:
+            return
+        self._pend_rearm(datetime.now(UTC) - timedelta(seconds=window))
+        self._rearm_reason = reason
+        self._wake.set()
+
+    def _pend_rearm(self, since: datetime) -> None:
+        if self._rearm_since is None or since < self._rearm_since:
+            self._rearm_since = since
+
+    async def _rearm(self) -> None:
+        """Re-arm the rows sent since a pending `_window_at_risk` (between drain rounds)."""
+        since, reason = self._rearm_since, self._rearm_reason
+        if since is None:
+            return
+        self._rearm_since = None
+        try:
+            count = await self._outbox.rearm(since)
+        except BaseException:
+            self._pend_rearm(since)  # still to do (an event meanwhile may reach back less far)
+            raise
+        if count:
+            log.info(
+                "%s: %d sample(s) sent since %s are sent again, flagged historical",
+                reason,
+                count,
+                since.isoformat(timespec="milliseconds"),
+            )
+
+    async def _purge(self) -> None:
+        """Delete the rows sent before the window (at most every `_PURGE_INTERVAL_S`)."""
+        now = time.monotonic()
+        window = self._outbox.replay_window_s
+        if now < self._purge_due or window <= 0:
+            return  # window 0: acknowledged rows were deleted at once
+        self._purge_due = now + min(_PURGE_INTERVAL_S, window / 2)
+        before = datetime.now(UTC) - timedelta(seconds=window)
+        if self._rearm_since is not None:
+            before = min(before, self._rearm_since)  # a pending re-arm still needs its rows
+        await self._outbox.purge_sent(before)
+
     # sending
 
     async def _send(self, client: aiomqtt.Client, session: _Session) -> None:
         await session.host_online.wait()
+        await self._rearm()
         await self._birth(client, session)
         while True:
             raise_if_cancelling()
@@ -528,10 +606,15 @@ class Publisher:
                 await self._birth(client, session)
                 continue
             self._wake.clear()
+            # A stale STATE offline re-arms rows while the node stays born: nothing is in
+            # flight here, so every row the broker acknowledged so far is covered.
+            await self._rearm()
             await self._device_changes(client, session)
             await self._send_reports(client, session)
             await self._send_node_data(client, session)
-            if await self._drain_round(client, session):
+            drained = await self._drain_round(client, session)
+            await self._purge()
+            if drained:
                 continue
             if self._states.due_deaths():
                 continue
@@ -712,7 +795,7 @@ class Publisher:
             finally:
                 window.release()
 
-        deleted = False
+        settled = False
         try:
             async with task_group() as tasks:
                 for message in messages:
@@ -723,12 +806,12 @@ class Publisher:
                     topic = self.topic(MessageType.DDATA, message.device)
                     # Tasks start in creation order, so paho queues them in seq order.
                     tasks.create_task(publish(topic, payload, message.row_ids))
-            await self._outbox.delete(acked)
-            deleted = True
+            await self._outbox.mark_sent(acked)
+            settled = True
         finally:
-            if not deleted and acked:
-                # Interrupted (disconnect, host offline, shutdown): what the broker has must go.
-                self._outbox.sync.delete(acked)
+            if not settled and acked:
+                # Interrupted (disconnect, host offline, shutdown): what the broker has is sent.
+                self._outbox.sync.mark_sent(acked)
         return len(acked)
 
     async def _publish(
