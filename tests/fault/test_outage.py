@@ -21,8 +21,8 @@ from tests.plant_harness import (
     ProcessCloud,
     SparkplugSpy,
     assert_books_exact,
-    balances,
     plant_harness,
+    start_counting,
 )
 from tests.plant_harness import database_url as _database_url
 from tests.support import Mosquitto, wait_for
@@ -41,27 +41,6 @@ BUFFERED = 20
 @pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _database_url(request, tmp_path)
-
-
-async def start_counting(harness: PlantHarness) -> tuple[Counters, Balances]:
-    """Stop the line, read the counters, start WO-1001, run the line until it counts live."""
-    await harness.wait_online()
-    await harness.stop_line()
-    before = harness.counters()
-    await harness.wait_cloud_caught_up()
-    stock = await balances(harness)
-    await harness.post("/api/work-orders/WO-1001/release")
-    await harness.post("/api/work-orders/WO-1001/start")
-    await harness.start_line()
-    output = harness.machines[-1]
-    await harness.wait_output(before[output][0] + LIVE_PARTS)
-
-    async def counting() -> bool:
-        order = await harness.get("/api/work-orders/WO-1001")
-        return int(order["good"]) > 0
-
-    await wait_for(counting, timeout=10, interval=0.1, what="WO-1001 counting live")
-    return before, stock
 
 
 async def produce_while_away(harness: PlantHarness) -> None:
@@ -91,7 +70,7 @@ async def test_cloud_stopped_and_restarted_misses_nothing(
         plant_harness(tmp_path, mosquitto, database_url, SPEC) as harness,
         SparkplugSpy(mosquitto).running() as spy,
     ):
-        before, stock = await start_counting(harness)
+        before, stock = await start_counting(harness, LIVE_PARTS)
         await harness.stop_cloud()
         await produce_while_away(harness)
         replayed_before = spy.historical_metrics()
@@ -109,7 +88,7 @@ async def test_broker_outage_misses_nothing(
     mosquitto: Mosquitto, tmp_path: Path, database_url: str
 ) -> None:
     async with plant_harness(tmp_path, mosquitto, database_url, SPEC) as harness:
-        before, stock = await start_counting(harness)
+        before, stock = await start_counting(harness, LIVE_PARTS)
         await asyncio.to_thread(mosquitto.stop)
         # both sides notice the dead broker promptly (not after a 10 s publish timeout)
         await wait_for(lambda: not harness.edge.status().connected, 6, what="edge disconnected")
@@ -127,7 +106,7 @@ async def test_cloud_killed_while_ingesting_misses_nothing(
         tmp_path, mosquitto, database_url, SPEC, cloud_process=True
     ) as harness:
         assert isinstance(harness.cloud, ProcessCloud)
-        before, stock = await start_counting(harness)
+        before, stock = await start_counting(harness, LIVE_PARTS)
         await harness.cloud.kill()  # the line runs and samples flow: mid-ingest
         await produce_while_away(harness)
 
