@@ -151,7 +151,11 @@ def _good(value: int) -> tuple[bytes, Sample]:
 def _drain(queue: asyncio.Queue[IngestItem]) -> list[IngestItem]:
     items: list[IngestItem] = []
     while not queue.empty():
-        items.append(queue.get_nowait())
+        item = queue.get_nowait()
+        if isinstance(item, list):  # a message's samples come as one item
+            items.extend(item)
+        else:
+            items.append(item)
     return items
 
 

@@ -157,7 +157,11 @@ async def running_host(
 def taken(queue: asyncio.Queue[IngestItem]) -> list[IngestItem]:
     items = []
     while not queue.empty():
-        items.append(queue.get_nowait())
+        item = queue.get_nowait()
+        if isinstance(item, list):  # a message's samples come as one item
+            items.extend(item)
+        else:
+            items.append(item)
     return items
 
 

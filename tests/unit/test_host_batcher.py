@@ -11,7 +11,7 @@ import pytest
 
 from taktline_cloud.errors import Invalid, StorageError
 from taktline_cloud.historian.samples import Sample
-from taktline_cloud.host.batcher import Batcher, IngestItem
+from taktline_cloud.host.batcher import Batcher, IngestItem, IngestQueue
 from taktline_cloud.host.sessions import NodeStatus
 from taktline_contract.backoff import Backoff
 from tests.support import wait_for
@@ -77,6 +77,39 @@ async def test_flushes_by_size_and_everything_at_end_of_stream() -> None:
     await asyncio.wait_for(batcher(queue, sink, max_size=500, max_age_s=60).run(), 5)
     assert [len(call) for call in sink.calls if isinstance(call, list)] == [500, 500, 200]
     assert sink.samples() == [sample(i) for i in range(1200)]
+
+
+async def test_message_runs_are_split_at_the_batch_size_in_order() -> None:
+    queue = IngestQueue()
+    sink = RecordingSink()
+    for start in range(0, 1200, 100):  # twelve messages of 100 samples
+        queue.put_nowait([sample(i) for i in range(start, start + 100)])
+    queue.put_nowait(None)
+    await asyncio.wait_for(batcher(queue, sink, max_size=250, max_age_s=60).run(), 5)
+    assert [len(call) for call in sink.calls if isinstance(call, list)] == [250] * 4 + [200]
+    assert sink.samples() == [sample(i) for i in range(1200)]
+
+
+async def test_the_ingest_queue_is_bounded_in_samples_not_messages() -> None:
+    queue = IngestQueue(maxsize=250)
+    queue.put_nowait([sample(i) for i in range(200)])
+    assert queue.qsize() == 200
+    assert not queue.full()
+    queue.put_nowait([sample(i) for i in range(200, 300)])  # room was left: it goes in
+    assert queue.full()
+    with pytest.raises(asyncio.QueueFull):
+        queue.put_nowait(sample(300))
+    waiting = asyncio.create_task(queue.put(sample(300)))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # back-pressure: the host waits for the batcher
+    first = queue.get_nowait()
+    assert isinstance(first, list)
+    assert len(first) == 200
+    await asyncio.wait_for(waiting, 1)
+    assert queue.qsize() == 101
+    empty = IngestQueue(maxsize=10)
+    empty.put_nowait([sample(i) for i in range(50)])  # an empty queue takes any message
+    assert empty.qsize() == 50
 
 
 async def test_flushes_a_small_batch_once_it_is_max_age_old() -> None:

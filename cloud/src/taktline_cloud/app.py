@@ -25,7 +25,8 @@ from taktline_cloud.historian.dead_letters import DeadLetter, DeadLetterStore
 from taktline_cloud.historian.retention import RetentionPolicy, retention_periodically
 from taktline_cloud.historian.rollups import ROLLUP_INTERVAL_S, rollup_periodically
 from taktline_cloud.historian.samples import Sample
-from taktline_cloud.host import Batcher, HostOptions, IngestItem, NodeStatus, PrimaryHost
+from taktline_cloud.host import Batcher, HostOptions, NodeStatus, PrimaryHost
+from taktline_cloud.host.batcher import IngestQueue
 from taktline_cloud.live import LiveHub, ServiceGateway, ServiceWorker
 from taktline_cloud.live.refresher import refresh_periodically
 from taktline_cloud.observability import IngestMetrics, RetentionMetrics, install_metrics
@@ -136,7 +137,7 @@ async def _serving(
         log.error("the cloud cannot start: %s", exc)
         on_fatal(exc)
         raise
-    queue: asyncio.Queue[IngestItem] = asyncio.Queue(maxsize=settings.sample_queue_size)
+    queue = IngestQueue(maxsize=settings.sample_queue_size)
     dead_letters = DeadLetterStore(database)
     metrics: IngestMetrics = app.state.metrics
     host = PrimaryHost(HostOptions.from_settings(settings), queue, metrics=metrics)

@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 
 from taktline_cloud.historian.dead_letters import DeadLetter
+from taktline_cloud.historian.samples import Sample
 from taktline_cloud.host.batcher import IngestItem
 from taktline_cloud.host.sessions import (
     Outcome,
@@ -440,8 +441,19 @@ class PrimaryHost:
     async def requeue(self, outcome: Outcome) -> None:
         """Send a message's items down the ingest path, in order."""
         self.metrics.received(outcome.items)
+        # Consecutive samples go as one item (see IngestQueue); the queue is bounded: put waits
+        # while the database catches up.
+        run: list[Sample] = []
         for item in outcome.items:
-            await self._queue.put(item)  # bounded: waits while the database catches up
+            if isinstance(item, Sample):
+                run.append(item)
+                continue
+            if run:
+                await self._queue.put(run)
+                run = []
+            await self._queue.put(item)
+        if run:
+            await self._queue.put(run)
 
     def _decode(
         self, topic: str, raw: bytes, received_at: datetime, *, check_seq: bool = True
