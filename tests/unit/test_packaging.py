@@ -104,7 +104,7 @@ def test_only_the_drivers_import_pymodbus_and_only_the_publisher_imports_aiomqtt
 def test_the_cloud_domain_imports_no_framework_driver_or_sql() -> None:
     cloud = REPO / "cloud/src/taktline_cloud"
     adapters = {"fastapi", "starlette", "uvicorn", "aiomqtt", "psycopg", "sqlite3", "pydantic"}
-    for area in ("production", "sales", "inventory"):
+    for area in ("production", "sales", "inventory", "planning"):
         offenders = {
             path: sorted(names & adapters)
             for path, names in _imports(cloud / area).items()
