@@ -1,0 +1,576 @@
+"""Capable-to-promise (pure): the earliest instant each line of one sales order can be delivered.
+
+The model, kept simple enough for a planner to recompute a promise by hand:
+
+* **Stock.** A line first takes the item's available-to-promise stock: finished stock on hand
+  less what is already promised to other orders (`FinishedStock.available`). What stock covers
+  is available now. The output of work orders already queued counts as promised elsewhere
+  (the available-to-promise rule, `sales.promise`, gives it out); here they only take time.
+* **Production.** The rest is made on one of the lines with a `Route` for the item, at the
+  route's *measured* rate (its standard rate when nothing is measured or the line stands), in
+  the line's `WorkingCalendar` only. The line first finishes its queued work orders, in queue
+  order, each at its own item's rate on that line; then it starts this quantity once every
+  component is there. Among the lines that make the item, the one finishing first is chosen.
+* **Components.** Multi-level BOMs (`planning.bom.BomLine`, scrap included; a cycle is
+  refused): every component of the quantity made is needed at the production start. A
+  purchased component (one with a `ComponentSupply`) comes from its on-hand stock, then from
+  its open purchase orders in order of confirmed date (an overdue one counts as arriving now),
+  then - when those are used up - from a new purchase arriving its purchase lead time
+  (calendar time) from now. A component with neither supply nor a lead time cannot be promised
+  (kind SHORT, no date). A semi-finished component (an item with routes or finished stock and
+  no `ComponentSupply`) comes from its stock, and the rest is made first on its own line by
+  the same rules, one level further down.
+* **Consumption.** Lines are promised in line order, and each one takes the stock, line time
+  and components it uses, so a later line sees what earlier lines took. A line that cannot be
+  promised takes nothing. Lines are chosen greedily, one order line (and one BOM level) at a
+  time: this is a promise, not an optimal schedule of the whole order.
+* **Rounding.** A produced line is promised at its finish rounded up to the whole minute; a
+  line from stock at `now`. So a promise never precedes `now`.
+
+Working calendar: for each weekday (Monday = 0) a tuple of shifts, each a start and an end
+time of day in UTC; a shift whose end is not after its start runs past midnight into the next
+day. A shift belongs to the day it starts on, so a holiday drops the shifts starting on it
+(a night shift that began the evening before still runs to its end). Overlapping shifts count
+once.
+
+Errors: bad input raises `taktline_cloud.errors.Invalid` (naive datetimes, quantities < 0,
+a route with no positive rate, an unknown item or line, a calendar with no working time).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from taktline_cloud.errors import Invalid
+from taktline_cloud.inventory.quantities import display
+from taktline_cloud.planning.bom import (
+    BomLine,
+    PlanningError,
+    explosion_factors,
+    low_level_codes,
+)
+from taktline_cloud.production.rate import time_to_make
+from taktline_cloud.sales.promise import ceil_minute
+
+ZERO = Decimal(0)
+_HORIZON_DAYS = 3 * 366  # a calendar walk that finds no time this far out has none at all
+_DAY = timedelta(days=1)
+
+
+class CtpKind(StrEnum):
+    """What a capable-to-promise date rests on."""
+
+    STOCK = "stock"  # finished stock covers the line
+    PRODUCTION = "production"  # made on a line from components on hand or on order
+    PURCHASE = "purchase"  # made, with components still to be bought (their lead time)
+    SHORT = "short"  # cannot be promised: no line makes it, or a component has no supply
+
+
+class StepKind(StrEnum):
+    """One link in a promise's reason chain."""
+
+    STOCK = "stock"  # finished stock taken (reference: item)
+    QUEUE = "queue"  # the line is busy until then (reference: work order or order line)
+    COMPONENT = "component"  # a component arrives then (reference: purchase order)
+    PURCHASE = "purchase"  # a component is bought, arriving after its lead time (ref: item)
+    PRODUCTION = "production"  # made on a line, finished then (reference: line)
+    SHORT = "short"  # what makes the line impossible to promise (reference: item)
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A working period of a day in UTC; an end not after the start runs into the next day."""
+
+    start: time
+    end: time
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingCalendar:
+    """Shifts per weekday (Monday = 0) and holidays; see the module docstring."""
+
+    week: tuple[tuple[Shift, ...], ...]
+    holidays: frozenset[date] = frozenset()
+
+    def __post_init__(self) -> None:
+        if len(self.week) != 7:
+            raise Invalid("a working calendar has 7 weekdays of shifts (Monday first)")
+        if not any(self.week):
+            raise Invalid("a working calendar needs at least one shift")
+        for shifts in self.week:
+            for shift in shifts:
+                if shift.start.tzinfo is not None or shift.end.tzinfo is not None:
+                    raise Invalid("shift times are plain times of day in UTC")
+
+    @classmethod
+    def weekly(
+        cls,
+        shifts: Mapping[int, Sequence[tuple[time, time]]],
+        holidays: Sequence[date] = (),
+    ) -> WorkingCalendar:
+        """A calendar from {weekday: [(start, end), ...]}; days not named do not work."""
+        if any(day not in range(7) for day in shifts):
+            raise Invalid("weekdays are 0 (Monday) to 6 (Sunday)")
+        week = tuple(
+            tuple(Shift(start, end) for start, end in shifts.get(day, ())) for day in range(7)
+        )
+        return cls(week, frozenset(holidays))
+
+    @classmethod
+    def always(cls) -> WorkingCalendar:
+        """Round the clock, every day."""
+        return cls.weekly({day: [(time(0), time(0))] for day in range(7)})
+
+    def windows(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working windows ending after `start`, in order of their start, clipped to `start`."""
+        day = start.date() - _DAY  # yesterday's night shift may still be running
+        cursor = start
+        for _ in range(_HORIZON_DAYS):
+            if day not in self.holidays:
+                shifts = sorted(self.week[day.weekday()], key=lambda s: s.start)
+                for shift in shifts:
+                    begin = datetime.combine(day, shift.start, start.tzinfo)
+                    end = datetime.combine(day, shift.end, start.tzinfo)
+                    if end <= begin:
+                        end += _DAY
+                    if end > cursor:
+                        yield max(begin, cursor), end
+                        cursor = end
+            day += _DAY
+        raise Invalid(f"the working calendar has no working time within {_HORIZON_DAYS} days")
+
+    def opens(self, at: datetime) -> datetime:
+        """The first working instant at or after `at`."""
+        begin, _ = next(self.windows(at))
+        return begin
+
+    def advance(self, start: datetime, work: timedelta) -> datetime:
+        """The instant `work` of working time after `start` is done."""
+        if work <= timedelta(0):
+            return start
+        left = work
+        for begin, end in self.windows(start):
+            span = end - begin
+            if left <= span:
+                return begin + left
+            left -= span
+        raise AssertionError("windows() raises when it runs out")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One line of the sales order to promise."""
+
+    line: int
+    item: str
+    quantity: Decimal
+    requested_date: date
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedStock:
+    """An item's finished stock and what of it is already promised to other orders."""
+
+    item: str
+    on_hand: Decimal
+    promised: Decimal = ZERO
+
+    @property
+    def available(self) -> Decimal:
+        """Available to promise: on hand less already promised, never negative."""
+        return max(self.on_hand - self.promised, ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A line that makes an item, at its measured rate (per hour) or its standard rate."""
+
+    item: str
+    line: str
+    measured_per_hour: Decimal | None
+    standard_per_hour: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        measured = self.measured_per_hour is not None and self.measured_per_hour > 0
+        standard = self.standard_per_hour is not None and self.standard_per_hour > 0
+        if not measured and not standard:
+            raise Invalid(
+                f"{self.item} on {self.line}: rate {self.measured_per_hour} is not > 0"
+                " and there is no standard rate"
+            )
+
+    @property
+    def rate(self) -> tuple[Decimal, str]:
+        """(parts per hour, "measured" or "standard")."""
+        if self.measured_per_hour is not None and self.measured_per_hour > 0:
+            return self.measured_per_hour, "measured"
+        assert self.standard_per_hour is not None  # checked in __post_init__
+        return self.standard_per_hour, "standard"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedWork:
+    """A work order ahead on a line (the first one of a line may be running) and what is left."""
+
+    work_order: str
+    line: str
+    item: str
+    remaining: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSupply:
+    """A component's stock on hand and its purchase lead time (None: cannot be bought)."""
+
+    item: str
+    on_hand: Decimal
+    lead_time: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseOrder:
+    """An open purchase order of a component, at its supplier-confirmed date."""
+
+    number: str
+    item: str
+    quantity: Decimal
+    confirmed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Plant:
+    """What capable-to-promise reads: stock, lines, their queues, BOMs and component supply."""
+
+    calendars: Mapping[str, WorkingCalendar]
+    routes: Sequence[Route] = ()
+    queue: Sequence[QueuedWork] = ()
+    stock: Sequence[FinishedStock] = ()
+    bom: Sequence[BomLine] = ()
+    components: Sequence[ComponentSupply] = ()
+    purchase_orders: Sequence[PurchaseOrder] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One machine-readable link of a reason chain, with its sentence ("" when another step's
+    sentence already tells it, as the queue ahead is told in the production step)."""
+
+    kind: StepKind
+    reference: str
+    at: datetime | None
+    quantity: Decimal
+    text: str
+
+    def to_json(self) -> dict[str, str | None]:
+        """The step as JSON values."""
+        return {
+            "kind": str(self.kind),
+            "reference": self.reference,
+            "at": self.at.isoformat() if self.at else None,
+            "quantity": format(self.quantity, "f"),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CtpPromise:
+    """The promise of one order line with its reason chain."""
+
+    order: str
+    line: int
+    item: str
+    quantity: Decimal
+    requested_date: date
+    promised_at: datetime | None
+    kind: CtpKind
+    steps: tuple[Step, ...] = field(default=())
+
+    @property
+    def at_risk(self) -> bool:
+        """True when it cannot be promised, or only after the requested date."""
+        return self.promised_at is None or self.promised_at.date() > self.requested_date
+
+    @property
+    def reason(self) -> str:
+        """The reason chain as one sentence: "SO-12 line 1: 40 from stock; 60 made on L1 …"."""
+        told = (step.text for step in self.steps if step.text)
+        return f"{self.order} line {self.line}: " + "; ".join(told)
+
+
+def when(at: datetime) -> str:
+    """A short UTC instant for sentences, rounded up to the minute: "2 Dec 14:00"."""
+    at = ceil_minute(at)
+    return f"{at.day} {at:%b %H:%M}"
+
+
+def _aware(at: datetime, what: str) -> None:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise Invalid(f"{what} must be an aware (UTC) datetime, got {at.isoformat()}")
+
+
+def _non_negative(value: Decimal, what: str) -> None:
+    if value < 0:
+        raise Invalid(f"{what} must be >= 0, got {value}")
+
+
+class _Component:
+    """One component's supply as a cumulative timeline, and how much of it is taken."""
+
+    __slots__ = ("arrivals", "cumulative", "lead_time", "on_hand", "taken")
+
+    def __init__(self, supply: ComponentSupply, orders: list[PurchaseOrder]) -> None:
+        self.on_hand = supply.on_hand
+        self.lead_time = supply.lead_time
+        self.arrivals = sorted(orders, key=lambda po: (po.confirmed_at, po.number))
+        self.cumulative: list[Decimal] = []
+        total = supply.on_hand
+        for po in self.arrivals:
+            total += po.quantity
+            self.cumulative.append(total)
+        self.taken = ZERO
+
+
+@dataclass(slots=True)
+class _Line:
+    calendar: WorkingCalendar
+    free_at: datetime
+    after: str | None = None  # what the line finishes last before it is free
+
+
+class _Context:
+    """The plant indexed for one order, with what earlier lines of the order took."""
+
+    def __init__(self, plant: Plant, now: datetime) -> None:
+        self.now = now
+        self.stock = {s.item: s.available for s in plant.stock}
+        for s in plant.stock:
+            _non_negative(s.on_hand, f"stock of {s.item}")
+        self.routes: dict[str, list[Route]] = {}
+        self.rates: dict[tuple[str, str], tuple[Decimal, str]] = {}
+        for route in plant.routes:
+            if route.line not in plant.calendars:
+                raise Invalid(f"route of {route.item} names unknown line {route.line!r}")
+            self.routes.setdefault(route.item, []).append(route)
+            self.rates[(route.item, route.line)] = route.rate
+        for routes in self.routes.values():
+            routes.sort(key=lambda r: r.line)
+        try:
+            self.factors = explosion_factors(plant.bom)
+            named = {c for components in self.factors.values() for c, _ in components}
+            low_level_codes(named | self.factors.keys(), self.factors)  # refuses a cycle
+        except PlanningError as error:
+            raise Invalid(str(error)) from error
+        orders: dict[str, list[PurchaseOrder]] = {}
+        for po in plant.purchase_orders:
+            _aware(po.confirmed_at, f"confirmed date of {po.number}")
+            _non_negative(po.quantity, f"quantity of {po.number}")
+            orders.setdefault(po.item, []).append(po)
+        self.components: dict[str, _Component] = {}
+        for supply in plant.components:
+            _non_negative(supply.on_hand, f"on hand of component {supply.item}")
+            self.components[supply.item] = _Component(supply, orders.pop(supply.item, []))
+        if orders:
+            raise Invalid(f"purchase order for unknown component {min(orders)!r}")
+        self.lines = {
+            name: _Line(calendar, now) for name, calendar in sorted(plant.calendars.items())
+        }
+        for work in plant.queue:
+            self._queue(work)
+
+    def _queue(self, work: QueuedWork) -> None:
+        line = self.lines.get(work.line)
+        if line is None:
+            raise Invalid(f"{work.work_order} is queued on unknown line {work.line!r}")
+        rate = self.rates.get((work.item, work.line))
+        if rate is None:
+            raise Invalid(f"{work.work_order}: no rate for {work.item} on {work.line}")
+        _non_negative(work.remaining, f"remaining quantity of {work.work_order}")
+        if work.remaining > 0:
+            line.free_at = line.calendar.advance(
+                line.free_at, time_to_make(work.remaining, rate[0])
+            )
+            line.after = work.work_order
+
+    def known(self, item: str) -> bool:
+        return item in self.stock or item in self.routes
+
+    def save(self) -> _Saved:
+        """What an order line may change, to put back if it cannot be promised."""
+        return (
+            dict(self.stock),
+            {name: c.taken for name, c in self.components.items()},
+            {name: (line.free_at, line.after) for name, line in self.lines.items()},
+        )
+
+    def restore(self, saved: _Saved) -> None:
+        stock, taken, lines = saved
+        self.stock = stock
+        for name, component in self.components.items():
+            component.taken = taken[name]
+        for name, (free_at, after) in lines.items():
+            self.lines[name].free_at = free_at
+            self.lines[name].after = after
+
+
+_Saved = tuple[dict[str, Decimal], dict[str, Decimal], dict[str, tuple[datetime, str | None]]]
+
+
+def _components(
+    context: _Context,
+    item: str,
+    quantity: Decimal,
+    label: str,
+    steps: list[Step],
+    *,
+    prefix: str,
+) -> tuple[datetime | None, bool]:
+    """Take the components of `quantity` of `item`: (when all are there or None, bought?)."""
+    now = context.now
+    ready: datetime | None = now
+    bought = False
+    for name, factor in context.factors.get(item, ()):
+        need = quantity * factor
+        component = context.components.get(name)
+        if component is None:
+            if not context.known(name):
+                raise Invalid(f"component {name!r} of {item} has no supply record")
+            # A semi-finished component: its stock, then made on its own line first.
+            finish, sub_bought = _take_or_make(
+                context, name, need, label, steps, prefix=f"{name}: "
+            )
+            bought = bought or sub_bought
+            ready = None if finish is None or ready is None else max(ready, finish)
+            continue
+        upto = component.taken + need
+        short = min(need, upto - component.on_hand)  # what of this need on hand misses
+        component.taken = upto
+        if short <= 0:
+            continue  # on hand covers it: not a limit, not in the reason
+        index = bisect.bisect_left(component.cumulative, upto)
+        if index < len(component.arrivals):
+            po = component.arrivals[index]
+            at = max(po.confirmed_at, now)
+            text = f"{prefix}component {name} short by {display(short)} until {po.number}"
+            text += f" confirmed {when(po.confirmed_at)}"
+            steps.append(Step(StepKind.COMPONENT, po.number, at, short, text))
+        elif component.lead_time is not None:
+            at = now + component.lead_time
+            supplied = component.cumulative[-1] if component.cumulative else component.on_hand
+            to_buy = min(need, upto - supplied)
+            text = (
+                f"{prefix}component {name} short by {display(short)}: {display(to_buy)} to buy,"
+                f" {_span(component.lead_time)} lead time → {when(at)}"
+            )
+            steps.append(Step(StepKind.PURCHASE, name, at, to_buy, text))
+            bought = True
+        else:
+            text = (
+                f"{prefix}component {name} short by {display(short)}: no open supply, no lead time"
+            )
+            steps.append(Step(StepKind.SHORT, name, None, short, text))
+            ready = None
+            continue
+        ready = None if ready is None else max(ready, at)
+    return ready, bought
+
+
+def _span(lead: timedelta) -> str:
+    if lead % _DAY == timedelta(0):
+        days = lead // _DAY
+        return f"{days} day" if days == 1 else f"{days} days"
+    hours = Decimal(lead // timedelta(microseconds=1)) / Decimal(3_600_000_000)
+    return f"{display(hours.quantize(Decimal('0.1')))} h"
+
+
+def _take_or_make(
+    context: _Context, item: str, quantity: Decimal, label: str, steps: list[Step], *, prefix: str
+) -> tuple[datetime | None, bool]:
+    """Take `quantity` of a made item from stock, make the rest: (finish or None, bought?)."""
+    now = context.now
+    available = context.stock.get(item, ZERO)
+    from_stock = min(available, quantity)
+    to_make = quantity - from_stock
+    context.stock[item] = available - from_stock
+    if from_stock > 0:
+        text = f"{prefix}{display(from_stock)} from stock"
+        steps.append(Step(StepKind.STOCK, item, now, from_stock, text))
+    if to_make <= 0:
+        return now, False
+    routes = context.routes.get(item, [])
+    if not routes:
+        text = f"{prefix}{display(to_make)} short: no stock left and no line makes {item}"
+        steps.append(Step(StepKind.SHORT, item, None, to_make, text))
+        return None, False
+    ready, bought = _components(context, item, to_make, label, steps, prefix=prefix)
+    if ready is None:
+        return None, bought
+    best: tuple[datetime, Route] | None = None
+    for route in routes:
+        state = context.lines[route.line]
+        start = max(state.free_at, ready)
+        finish = state.calendar.advance(start, time_to_make(to_make, route.rate[0]))
+        if best is None or finish < best[0]:
+            best = (finish, route)
+    assert best is not None  # routes is not empty
+    finish, route = best
+    state = context.lines[route.line]
+    per_hour, basis = route.rate
+    made = f"{prefix}{display(to_make)} made on {route.line}"
+    if state.after is not None and state.free_at > now:
+        made += f" after {state.after} (done {when(state.free_at)})"
+        # Told inside the production sentence; the step keeps it machine-readable.
+        steps.append(Step(StepKind.QUEUE, state.after, state.free_at, ZERO, ""))
+    start = state.calendar.opens(max(state.free_at, ready))
+    made += f" at {display(per_hour.quantize(Decimal(1)))}/h {basis}"
+    made += f", {when(start)} to {when(finish)}"
+    steps.append(Step(StepKind.PRODUCTION, route.line, ceil_minute(finish), to_make, made))
+    state.free_at = finish
+    state.after = f"{prefix[:-2]} for {label}" if prefix else label
+    return finish, bought
+
+
+def _promise_line(context: _Context, order: str, line: OrderLine) -> CtpPromise:
+    steps: list[Step] = []
+    label = f"{order} line {line.line}"
+    saved = context.save()
+    finish, bought = _take_or_make(context, line.item, line.quantity, label, steps, prefix="")
+    if finish is None:
+        context.restore(saved)  # a line that cannot be promised takes nothing
+        kind = CtpKind.SHORT
+        promised = None
+    else:
+        produced = any(step.kind is StepKind.PRODUCTION for step in steps)
+        kind = CtpKind.PURCHASE if bought else CtpKind.PRODUCTION if produced else CtpKind.STOCK
+        promised = ceil_minute(finish) if produced else context.now
+    return CtpPromise(
+        order,
+        line.line,
+        line.item,
+        line.quantity,
+        line.requested_date,
+        promised,
+        kind,
+        tuple(steps),
+    )
+
+
+def promise_order(
+    order: str, lines: Sequence[OrderLine], plant: Plant, now: datetime
+) -> list[CtpPromise]:
+    """Promise the lines of one order in line order (see the module docstring)."""
+    _aware(now, "now")
+    context = _Context(plant, now)
+    numbers = [line.line for line in lines]
+    if len(set(numbers)) != len(numbers):
+        raise Invalid(f"{order}: line numbers repeat")
+    for line in lines:
+        if line.quantity <= 0:
+            raise Invalid(f"{order} line {line.line}: quantity must be > 0")
+        if not context.known(line.item):
+            raise Invalid(f"{order} line {line.line}: unknown item {line.item!r}")
+    return [_promise_line(context, order, line) for line in sorted(lines, key=lambda x: x.line)]

@@ -1,0 +1,390 @@
+"""Capable-to-promise: hand-computed promises over a small plant, and invariants (hypothesis).
+
+The plant: line L1 works two shifts Monday to Friday, 06:00-14:00 and 14:00-22:00 UTC (no
+night shift, no weekend); item A is made on L1 at 60/h measured (120/h standard) from one
+component X per A.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taktline_cloud.errors import Invalid
+from taktline_cloud.planning.bom import BomLine
+from taktline_cloud.sales.ctp import (
+    ComponentSupply,
+    CtpKind,
+    CtpPromise,
+    FinishedStock,
+    OrderLine,
+    Plant,
+    PurchaseOrder,
+    QueuedWork,
+    Route,
+    StepKind,
+    WorkingCalendar,
+    promise_order,
+)
+
+TUESDAY = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+DUE = date(2026, 12, 4)
+TWO_SHIFTS = WorkingCalendar.weekly(
+    {day: [(time(6), time(14)), (time(14), time(22))] for day in range(5)}
+)
+
+
+def at(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=UTC)
+
+
+def plant(
+    *,
+    stock: str = "0",
+    promised: str = "0",
+    rate: str | None = "60",
+    queue: tuple[QueuedWork, ...] = (),
+    x_on_hand: str = "1000",
+    x_lead_time: timedelta | None = None,
+    pos: tuple[PurchaseOrder, ...] = (),
+    extra_routes: tuple[Route, ...] = (),
+    calendars: dict[str, WorkingCalendar] | None = None,
+) -> Plant:
+    per_hour = None if rate is None else Decimal(rate)
+    return Plant(
+        calendars=calendars or {"L1": TWO_SHIFTS},
+        routes=(Route("A", "L1", per_hour, Decimal(120)), *extra_routes),
+        queue=queue,
+        stock=(FinishedStock("A", Decimal(stock), Decimal(promised)),),
+        bom=(BomLine("A", "X", Decimal(1)),),
+        components=(ComponentSupply("X", Decimal(x_on_hand), x_lead_time),),
+        purchase_orders=pos,
+    )
+
+
+def line(quantity: str, number: int = 1, item: str = "A") -> OrderLine:
+    return OrderLine(number, item, Decimal(quantity), DUE)
+
+
+def one(quantity: str, setup: Plant, now: datetime = TUESDAY) -> CtpPromise:
+    (result,) = promise_order("SO-12", [line(quantity)], setup, now)
+    return result
+
+
+def test_stock_covers_the_line_now() -> None:
+    # 150 on hand, 30 already promised: 120 available to promise covers 100.
+    promise = one("100", plant(stock="150", promised="30"))
+    assert promise.promised_at == TUESDAY
+    assert promise.kind is CtpKind.STOCK
+    assert promise.reason == "SO-12 line 1: 100 from stock"
+    assert [(s.kind, s.reference, s.quantity) for s in promise.steps] == [
+        (StepKind.STOCK, "A", Decimal(100))
+    ]
+    assert not promise.at_risk
+
+
+def test_production_crosses_the_night_and_the_weekend() -> None:
+    # Friday 20:00, 280 ordered, 40 in stock: 240 at 60/h = 4 h of line time. Friday 20:00-22:00
+    # gives 2 h; no night shift, no weekend; Monday 06:00 + 2 h = 08:00.
+    promise = one("280", plant(stock="40"), now=at(27, 20))
+    assert promise.promised_at == at(30, 8)
+    assert promise.kind is CtpKind.PRODUCTION
+    assert promise.reason == (
+        "SO-12 line 1: 40 from stock; 240 made on L1 at 60/h measured, 27 Nov 20:00 to 30 Nov 08:00"
+    )
+    made = promise.steps[-1]
+    assert (made.kind, made.reference, made.at, made.quantity) == (
+        StepKind.PRODUCTION,
+        "L1",
+        at(30, 8),
+        Decimal(240),
+    )
+
+
+def test_production_starts_at_the_next_shift_and_rounds_up_to_the_minute() -> None:
+    # Saturday: the line opens Monday 06:00; 10 at 60/h = 10 min; 7 at 60/h = 7 min → 06:07;
+    # 7.5 at 60/h = 7.5 min → 06:07:30 → promised 06:08.
+    assert one("10", plant(), now=at(28, 9)).promised_at == at(30, 6, 10)
+    assert one("7.5", plant(), now=at(28, 9)).promised_at == at(30, 6, 8)
+
+
+def test_a_holiday_drops_its_shifts() -> None:
+    monday_off = WorkingCalendar.weekly(
+        {day: [(time(6), time(22))] for day in range(5)}, holidays=[date(2026, 11, 30)]
+    )
+    promise = one("10", plant(calendars={"L1": monday_off}), now=at(28, 9))
+    assert promise.promised_at == at(1, 6, 10, month=12)
+
+
+def test_a_night_shift_runs_past_midnight() -> None:
+    nights = WorkingCalendar.weekly({day: [(time(22), time(6))] for day in range(7)})
+    # Tuesday 10:00: the night shift opens 22:00; 600 at 60/h = 10 h → 8 h to Wednesday 06:00,
+    # then 2 h from Wednesday 22:00 → Thursday 00:00.
+    promise = one("600", plant(calendars={"L1": nights}))
+    assert promise.promised_at == at(26, 0)
+
+
+def test_queued_work_goes_first() -> None:
+    # WO-1002 has 236 left on L1 at 118/h measured = 2 h → done 12:00; then 59 at 118/h = 30 min.
+    queued = (QueuedWork("WO-1002", "L1", "A", Decimal(236)),)
+    promise = one("59", plant(rate="118", queue=queued))
+    assert promise.promised_at == at(24, 12, 30)
+    assert promise.reason == (
+        "SO-12 line 1: 59 made on L1 after WO-1002 (done 24 Nov 12:00) at 118/h measured,"
+        " 24 Nov 12:00 to 24 Nov 12:30"
+    )
+    queue = [s for s in promise.steps if s.kind is StepKind.QUEUE]
+    assert [(s.reference, s.at) for s in queue] == [("WO-1002", at(24, 12))]
+
+
+def test_a_stopped_line_falls_back_to_its_standard_rate() -> None:
+    # Measured 0/h (stopped): standard 120/h → 60 in 30 min.
+    promise = one("60", plant(rate="0"))
+    assert promise.promised_at == at(24, 10, 30)
+    assert "at 120/h standard" in promise.reason
+
+
+def test_component_short_until_a_confirmed_purchase_order() -> None:
+    # 40 of A need 40 X; 10 on hand, so short by 30 until PO-7 (confirmed Thursday 08:00, the
+    # first one by date); then 40 at 60/h = 40 min → 08:40.
+    pos = (
+        PurchaseOrder("PO-9", "X", Decimal(500), at(27, 8)),
+        PurchaseOrder("PO-7", "X", Decimal(100), at(26, 8)),
+    )
+    promise = one("40", plant(x_on_hand="10", pos=pos))
+    assert promise.promised_at == at(26, 8, 40)
+    assert promise.kind is CtpKind.PRODUCTION
+    assert "component X short by 30 until PO-7 confirmed 26 Nov 08:00" in promise.reason
+    component = next(s for s in promise.steps if s.kind is StepKind.COMPONENT)
+    assert (component.reference, component.at, component.quantity) == (
+        "PO-7",
+        at(26, 8),
+        Decimal(30),
+    )
+
+
+def test_component_with_no_supply_is_bought_in_its_lead_time() -> None:
+    # 40 X needed, 10 on hand, no PO: bought in 5 days → Sunday 29 Nov 10:00; the line opens
+    # Monday 06:00; 40 at 60/h → 06:40, after the requested date 28 Nov.
+    setup = plant(x_on_hand="10", x_lead_time=timedelta(days=5))
+    (promise,) = promise_order(
+        "SO-12", [OrderLine(1, "A", Decimal(40), date(2026, 11, 28))], setup, TUESDAY
+    )
+    assert promise.kind is CtpKind.PURCHASE
+    assert promise.promised_at == at(30, 6, 40)
+    assert promise.at_risk
+    assert "component X short by 30: 30 to buy, 5 days lead time → 29 Nov 10:00" in promise.reason
+    bought = next(s for s in promise.steps if s.kind is StepKind.PURCHASE)
+    assert (bought.reference, bought.at) == ("X", at(29, 10))
+
+
+def test_component_with_no_supply_and_no_lead_time_cannot_be_promised() -> None:
+    promise = one("40", plant(x_on_hand="10"))
+    assert promise.promised_at is None
+    assert promise.kind is CtpKind.SHORT
+    assert promise.at_risk
+    assert promise.reason == "SO-12 line 1: component X short by 30: no open supply, no lead time"
+
+
+def test_an_item_no_line_makes_is_short_beyond_stock() -> None:
+    setup = Plant(calendars={"L1": TWO_SHIFTS}, stock=(FinishedStock("B", Decimal(5)),))
+    (promise,) = promise_order("SO-12", [line("8", item="B")], setup, TUESDAY)
+    assert promise.kind is CtpKind.SHORT
+    assert (
+        promise.reason == "SO-12 line 1: 5 from stock; 3 short: no stock left and no line makes B"
+    )
+
+
+def test_a_later_line_sees_what_earlier_lines_took() -> None:
+    # Line 1: 80 = 50 from stock + 30 made 10:00-10:30, taking 30 of the 70 X on hand.
+    # Line 2: 60, no stock left; 60 X needed, 40 left → short by 20 until PO-7 at 13:00 (the
+    # line is free from 10:30); 60 at 60/h → 14:00.
+    pos = (PurchaseOrder("PO-7", "X", Decimal(100), at(24, 13)),)
+    setup = plant(stock="50", x_on_hand="70", pos=pos)
+    first, second = promise_order("SO-12", [line("60", 2), line("80", 1)], setup, TUESDAY)
+    assert (first.line, first.promised_at) == (1, at(24, 10, 30))
+    assert first.reason == (
+        "SO-12 line 1: 50 from stock; 30 made on L1 at 60/h measured, 24 Nov 10:00 to 24 Nov 10:30"
+    )
+    assert (second.line, second.promised_at) == (2, at(24, 14))
+    assert second.reason == (
+        "SO-12 line 2: component X short by 20 until PO-7 confirmed 24 Nov 13:00;"
+        " 60 made on L1 after SO-12 line 1 (done 24 Nov 10:30) at 60/h measured,"
+        " 24 Nov 13:00 to 24 Nov 14:00"
+    )
+    # Alone, line 2 would take the 50 in stock and make 10 by 10:10, components on hand.
+    assert one("60", setup).promised_at == at(24, 10, 10)
+
+
+def test_a_semi_finished_component_is_taken_from_stock_then_made_first() -> None:
+    # A needs 1 S; S is made on L2 at 30/h from 2 X. 40 A: 10 S from stock, 30 S made on L2
+    # 10:00-11:00 (taking 60 X); then 40 A on L1 at 60/h 11:00-11:40.
+    def two_level(s_line: str) -> Plant:
+        return Plant(
+            calendars={"L1": TWO_SHIFTS, "L2": TWO_SHIFTS},
+            routes=(Route("A", "L1", Decimal(60)), Route("S", s_line, Decimal(30))),
+            stock=(FinishedStock("S", Decimal(10)),),
+            bom=(BomLine("A", "S", Decimal(1)), BomLine("S", "X", Decimal(2))),
+            components=(ComponentSupply("X", Decimal(70)),),
+        )
+
+    promise = one("40", two_level("L2"))
+    assert promise.promised_at == at(24, 11, 40)
+    assert promise.reason == (
+        "SO-12 line 1: S: 10 from stock; S: 30 made on L2 at 30/h measured,"
+        " 24 Nov 10:00 to 24 Nov 11:00; 40 made on L1 at 60/h measured,"
+        " 24 Nov 11:00 to 24 Nov 11:40"
+    )
+    # On the same line, A waits for S's run; the 10 X left are 2 short for
+    # a second line of 6 (12 X).
+    first, second = promise_order("SO-12", [line("40"), line("6", 2)], two_level("L1"), TUESDAY)
+    assert first.promised_at == at(24, 11, 40)
+    assert "40 made on L1 after S for SO-12 line 1 (done 24 Nov 11:00)" in first.reason
+    assert second.kind is CtpKind.SHORT
+    assert second.reason == (
+        "SO-12 line 2: S: component X short by 2: no open supply, no lead time"
+    )
+
+
+def test_a_line_that_cannot_be_promised_takes_nothing() -> None:
+    # Line 1 (80) would take the 50 in stock but its 30 to make lack X; line 2 gets the stock.
+    setup = plant(stock="50", x_on_hand="0")
+    first, second = promise_order("SO-12", [line("80"), line("50", 2)], setup, TUESDAY)
+    assert (first.kind, first.promised_at) == (CtpKind.SHORT, None)
+    assert (second.kind, second.promised_at) == (CtpKind.STOCK, TUESDAY)
+
+
+def test_the_line_finishing_first_is_chosen() -> None:
+    # L2 is faster (90/h) but busy until 12:00; L1 at 60/h finishes 90 at 11:30; 180 units:
+    # L1 13:00, L2 12:00 + 2 h = 14:00 → L1.
+    setup = plant(
+        extra_routes=(Route("A", "L2", Decimal(90)),),
+        queue=(QueuedWork("WO-5", "L2", "A", Decimal(180)),),
+        calendars={"L1": TWO_SHIFTS, "L2": TWO_SHIFTS},
+    )
+    assert one("90", setup).promised_at == at(24, 11, 30)
+    faster = plant(
+        extra_routes=(Route("A", "L2", Decimal(600)),),
+        calendars={"L1": TWO_SHIFTS, "L2": TWO_SHIFTS},
+    )
+    promise = one("90", faster)
+    assert promise.promised_at == at(24, 10, 9)
+    assert "made on L2 at 600/h" in promise.reason
+
+
+def test_steps_are_machine_readable() -> None:
+    promise = one("100", plant(stock="40"))
+    assert [s.to_json() for s in promise.steps] == [
+        {
+            "kind": "stock",
+            "reference": "A",
+            "at": "2026-11-24T10:00:00+00:00",
+            "quantity": "40",
+            "text": "40 from stock",
+        },
+        {
+            "kind": "production",
+            "reference": "L1",
+            "at": "2026-11-24T11:00:00+00:00",
+            "quantity": "60",
+            "text": "60 made on L1 at 60/h measured, 24 Nov 10:00 to 24 Nov 11:00",
+        },
+    ]
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(Invalid, match="aware"):
+        one("1", plant(), now=datetime(2026, 11, 24, 10, 0))  # noqa: DTZ001 - the bad input
+    naive_po = (PurchaseOrder("PO-1", "X", Decimal(1), datetime(2026, 11, 25)),)  # noqa: DTZ001
+    with pytest.raises(Invalid, match="PO-1"):
+        one("1", plant(pos=naive_po))
+    with pytest.raises(Invalid, match="no standard rate"):
+        Route("A", "L1", Decimal(0))
+    with pytest.raises(Invalid, match="no standard rate"):
+        Route("A", "L1", None, Decimal(-1))
+    with pytest.raises(Invalid, match="unknown item 'Z'"):
+        promise_order("SO-12", [line("1", item="Z")], plant(), TUESDAY)
+    with pytest.raises(Invalid, match="quantity must be > 0"):
+        one("0", plant())
+    with pytest.raises(Invalid, match="unknown line 'L9'"):
+        one("1", plant(extra_routes=(Route("A", "L9", Decimal(1)),)))
+    cycle = Plant(
+        calendars={"L1": TWO_SHIFTS},
+        routes=(Route("A", "L1", Decimal(60)),),
+        bom=(BomLine("A", "B", Decimal(1)), BomLine("B", "A", Decimal(1))),
+    )
+    with pytest.raises(Invalid, match="BOM cycle"):
+        promise_order("SO-12", [line("1")], cycle, TUESDAY)
+    with pytest.raises(Invalid, match="at least one shift"):
+        WorkingCalendar.weekly({})
+    with pytest.raises(Invalid, match="component 'Y' of A"):
+        promise_order(
+            "SO-12",
+            [line("5")],
+            Plant(
+                calendars={"L1": TWO_SHIFTS},
+                routes=(Route("A", "L1", Decimal(60)),),
+                bom=(BomLine("A", "Y", Decimal(1)),),
+            ),
+            TUESDAY,
+        )
+
+
+# --- invariants ---------------------------------------------------------------------------------
+
+orders = st.lists(st.integers(1, 400), min_size=1, max_size=4)
+moments = st.integers(0, 7 * 24 * 60 - 1).map(lambda m: TUESDAY + timedelta(minutes=m))
+
+
+def random_plant(stock: int, rate: int, queued: int, x_on_hand: int, po: int) -> Plant:
+    return plant(
+        stock=str(stock),
+        rate=str(rate),
+        queue=(QueuedWork("WO-1", "L1", "A", Decimal(queued)),),
+        x_on_hand=str(x_on_hand),
+        x_lead_time=timedelta(days=3),
+        pos=(PurchaseOrder("PO-1", "X", Decimal(po), TUESDAY + timedelta(days=1)),),
+    )
+
+
+def dates(quantities: list[int], setup: Plant, now: datetime) -> list[datetime]:
+    lines = [line(str(q), n) for n, q in enumerate(quantities, start=1)]
+    promised = [p.promised_at for p in promise_order("SO-1", lines, setup, now)]
+    assert all(p is not None for p in promised)  # every component can be bought
+    return [p for p in promised if p is not None]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    quantities=orders,
+    now=moments,
+    stock=st.integers(0, 500),
+    more_stock=st.integers(1, 500),
+    rate=st.integers(1, 300),
+    faster=st.integers(1, 300),
+    queued=st.integers(0, 500),
+    x_on_hand=st.integers(0, 500),
+    po=st.integers(0, 500),
+)
+def test_promises_never_precede_now_and_more_stock_or_speed_never_delays(
+    *,
+    quantities: list[int],
+    now: datetime,
+    stock: int,
+    more_stock: int,
+    rate: int,
+    faster: int,
+    queued: int,
+    x_on_hand: int,
+    po: int,
+) -> None:
+    base = dates(quantities, random_plant(stock, rate, queued, x_on_hand, po), now)
+    assert all(promised >= now for promised in base)
+    richer = dates(quantities, random_plant(stock + more_stock, rate, queued, x_on_hand, po), now)
+    assert all(r <= b for r, b in zip(richer, base, strict=True))
+    quicker = dates(quantities, random_plant(stock, rate + faster, queued, x_on_hand, po), now)
+    assert all(q <= b for q, b in zip(quicker, base, strict=True))
