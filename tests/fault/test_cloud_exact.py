@@ -78,6 +78,8 @@ QUEUE_SIZE = 300
 """The cloud's ingest queue in the database test: small, so it fills while writes fail."""
 HISTORY_S = 600
 """The edge outage of scenario 4: ten minutes of production waiting in the outbox."""
+KILL_ATTEMPTS = 5
+"""Kills of the busy cloud until one lands while samples are in flight."""
 WRITE_FAILED = "database write failed"
 """What the cloud's batcher logs when a write fails and it starts retrying."""
 
@@ -171,16 +173,27 @@ async def test_cloud_killed_mid_batch(
     ) as harness:
         cloud, spy, machines = process_cloud(harness), harness.spy, set(harness.machines)
         before, stock = await start_counting(harness, LIVE_PARTS)
-        # A random moment: as a message arrives, after a random number of further samples
-        # (0.2 .. 2 s of them). The cloud is receiving that message too.
-        await spy.reach(len(spy.samples) + rng.randrange(200, 2000))
-        seen = set(spy.samples_of(machines))
-        killed_at = datetime.now(UTC)
-        await cloud.kill()
-        committed = await asyncio.to_thread(read_samples, harness.database_url, machines)
-        in_flight = seen - committed.keys()
-        # The proof that the kill hit ingestion mid-way: published, not committed.
-        assert in_flight, "at the kill the cloud had committed everything the broker carried"
+        for attempt in range(1, KILL_ATTEMPTS + 1):
+            # A random moment: as a message arrives, after a random number of further samples
+            # (0.2 .. 2 s of them). The cloud is receiving that message too.
+            await spy.reach(len(spy.samples) + rng.randrange(200, 2000))
+            seen = set(spy.samples_of(machines))
+            killed_at = datetime.now(UTC)
+            await cloud.kill()
+            committed = await asyncio.to_thread(read_samples, harness.database_url, machines)
+            in_flight = seen - committed.keys()
+            # The proof that the kill hit ingestion mid-way: published, not committed.
+            if in_flight:
+                break
+            # On a loaded machine the cloud can commit that message before the signal lands:
+            # that kill proves nothing, so the cloud comes back and is killed again.
+            print(f"kill {attempt} landed between batches: again")
+            await harness.start_cloud()
+            await harness.wait_online()
+        else:
+            pytest.fail(
+                f"{KILL_ATTEMPTS} kills in a row found everything the broker carried committed"
+            )
         print(f"at the kill: {len(in_flight)} samples published but not committed")
 
         await wait_for(lambda: not harness.edge.status().live, 15, what="the edge not live")
