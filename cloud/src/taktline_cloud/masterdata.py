@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from taktline_cloud.errors import MasterDataError
+from taktline_cloud.inventory.balances import allows_negative_by_default
 from taktline_cloud.org.hierarchy import Level, OrgNode
 
 LocationKind = Literal["internal", "production", "supplier", "customer", "inventory"]
@@ -24,11 +25,12 @@ ItemKind = Literal["raw", "semi_finished", "finished"]
 
 def _no_float(value: object) -> object:
     if isinstance(value, float):
-        raise ValueError("write decimals as strings (e.g. \"2.5\") so they stay exact")
+        raise ValueError('write decimals as strings (e.g. "2.5") so they stay exact')
     return value
 
 
 Quantity = Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0, allow_inf_nan=False)]
+UnitCost = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, allow_inf_nan=False)]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -94,11 +96,23 @@ class BomEntry(_Model):
 
 
 class Location(_Model):
-    """A stock location; the virtual ones stand for production, suppliers, customers, counts."""
+    """A stock location; the virtual ones stand for production, suppliers, customers, counts.
+
+    `allow_negative`: may its stock go below zero? Left out: no for internal locations, yes
+    for the virtual kinds. A posted PLC count books its backflush even where it is no.
+    """
 
     code: Code
     name: Name
     kind: LocationKind
+    allow_negative: bool | None = None
+
+    @property
+    def negative_allowed(self) -> bool:
+        """The setting, or the kind's default when the file leaves it out."""
+        if self.allow_negative is not None:
+            return self.allow_negative
+        return allows_negative_by_default(self.kind)
 
 
 class ProductionLocations(_Model):
@@ -109,11 +123,13 @@ class ProductionLocations(_Model):
 
 
 class OpeningStock(_Model):
-    """Stock booked once, at the first load, from the inventory adjustment location."""
+    """Stock booked once, at the first load, from the inventory adjustment location (at
+    `unit_cost` per unit when given: it starts the item's moving average)."""
 
     item: Code
     location: Code
     quantity: Quantity
+    unit_cost: UnitCost | None = None
 
 
 class Customer(_Model):

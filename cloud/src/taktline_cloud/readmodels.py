@@ -78,6 +78,42 @@ class StockRow(_Row):
     uom: str
 
 
+class BalanceRow(_Row):
+    """Stock of an item at a location: on hand, reserved for demands, and available."""
+
+    item: str
+    name: str
+    location: str
+    on_hand: Dec
+    reserved: Dec
+    available: Dec
+    """on_hand - reserved (below zero only where a posted count took reserved stock)."""
+    uom: str
+    unit_cost: Dec
+    """The item's moving-average cost per unit."""
+    value: Dec
+    """on_hand × unit_cost."""
+
+
+class ReservationRow(_Row):
+    """Stock of an item at a location held for a demand (a work order or a sales order line)."""
+
+    id: int
+    item: str
+    location: str
+    demand: str
+    """A work order number (WO-1001) or a sales order line (SO-1001/1)."""
+    status: str
+    """open | consumed | released"""
+    quantity: Dec
+    open: Dec
+    """Still held: counts as reserved in the balance."""
+    consumed: Dec
+    released: Dec
+    created_at: UtcTime
+    closed_at: UtcTime | None
+
+
 class LedgerRow(_Row):
     """One entry of the stock ledger."""
 
@@ -89,6 +125,10 @@ class LedgerRow(_Row):
     quantity: Dec
     reason: str
     reference: str
+    unit_cost: Dec = Decimal(0)
+    """Moving-average valuation: the cost per unit the move was valued at."""
+    value: Dec = Decimal(0)
+    """quantity × unit_cost (0 for moves booked before valuation began)."""
 
 
 class SalesOrderLineRow(_Row):

@@ -36,16 +36,27 @@ from taktline_cloud.historian.current import (
     state_name,
 )
 from taktline_cloud.historian.samples import Sample, SampleValue
+from taktline_cloud.inventory.balances import Balance
 from taktline_cloud.inventory.ledger import BalanceKey, Move
-from taktline_cloud.inventory.quantities import canonical, plain
+from taktline_cloud.inventory.quantities import canonical, display, plain
+from taktline_cloud.inventory.reservations import Reservation, SalesLineRef, parse_demand
 from taktline_cloud.masterdata import load_plant
 from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
 from taktline_cloud.production.counters import checkpoint_holds, count_window
-from taktline_cloud.production.posting import OPENING, BomLine, Counts, PostingPlaces, plan_posting
+from taktline_cloud.production.posting import (
+    BACKFLUSH,
+    OPENING,
+    RECEIPT,
+    BomLine,
+    Counts,
+    PostingPlaces,
+    plan_posting,
+)
 from taktline_cloud.production.rate import Rate, line_rate, time_to_make
 from taktline_cloud.production.work_orders import WorkOrder, WorkOrderStatus
 from taktline_cloud.readmodels import (
     MAX_NODE_CHANGES,
+    BalanceRow,
     Dashboard,
     LedgerRow,
     MachineRow,
@@ -53,6 +64,7 @@ from taktline_cloud.readmodels import (
     NodeRow,
     PlantRow,
     PromiseRow,
+    ReservationRow,
     SalesOrderLineRow,
     StockRow,
     WorkOrderRow,
@@ -75,6 +87,7 @@ _WORK_ORDER_NUMBER = re.compile(r"^WO-(\d+)$")
 _PROGRESS_STEP = Decimal("0.001")
 _MAX_LEDGER_LIMIT = 10_000
 _NUMBER = re.compile(r"^\S{1,64}$")
+_FINISHED = frozenset({WorkOrderStatus.COMPLETED, WorkOrderStatus.ABORTED, WorkOrderStatus.CLOSED})
 
 
 def _utc_now() -> datetime:
@@ -134,6 +147,15 @@ def _quantity(value: object, what: str) -> Decimal:
     if not quantity.is_finite() or quantity <= 0:
         raise Invalid(f"{what} must be > 0, got {value}")
     return quantity
+
+
+def _unit_cost(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise Invalid(f"unit cost must be an exact decimal, got {type(value).__name__}")
+    cost = Decimal(value)
+    if not cost.is_finite() or cost < 0:
+        raise Invalid(f"unit cost must be >= 0, got {value}")
+    return cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +239,12 @@ class PlantService:
             for node in plant.org_nodes():
                 tx.upsert_org_node(node)
             for location in plant.locations:
-                tx.upsert_location(location.code, location.name, location.kind)
+                tx.upsert_location(
+                    location.code,
+                    location.name,
+                    location.kind,
+                    allow_negative=location.negative_allowed,
+                )
             for item in plant.items:
                 tx.upsert_item(ItemRef(item.sku, item.name, item.kind, item.uom))
             tx.upsert_plant(
@@ -253,6 +280,7 @@ class PlantService:
                     OPENING,
                     OPENING_REFERENCE,
                     now,
+                    s.unit_cost,
                 )
                 for s in plant.opening_stock
                 if not tx.has_moves(s.item, s.location, OPENING)
@@ -480,6 +508,123 @@ class PlantService:
         with self._db.transaction(write=False) as tx:
             return tx.ledger(item, limit)
 
+    def balances(self, item: str | None = None, location: str | None = None) -> list[BalanceRow]:
+        """On hand, reserved and available per item and location (internal locations unless
+        one is asked for); NotFound for an unknown item or location."""
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+            if model is None:
+                return []
+            kinds = tx.location_kinds()
+            if item is not None and item not in model.items:
+                raise NotFound(f"no item {item!r}")
+            if location is not None and location not in kinds:
+                raise NotFound(f"no location {location!r}")
+            costs = tx.unit_costs()
+            return [
+                _balance_row(model, b, costs.get(b.item, Decimal(0)))
+                for b in tx.balance_rows(item, location)
+                if location is not None or kinds.get(b.location) == "internal"
+            ]
+
+    def reservations(
+        self, demand: str | None = None, *, open_only: bool = True
+    ) -> list[ReservationRow]:
+        """Reservations (of one demand, or all), oldest first; open ones unless asked."""
+        with self._db.transaction(write=False) as tx:
+            return [
+                _reservation_row(r) for r in tx.reservations(demand=demand, open_only=open_only)
+            ]
+
+    def reserve(
+        self, item: str, location: str, demand: str, quantity: Decimal
+    ) -> tuple[ReservationRow, list[Event]]:
+        """Hold `quantity` of `item` at `location` for a work order (one of its components) or
+        a sales order line (its item); Conflict when that much is not available."""
+        amount = _quantity(quantity, "reservation quantity")
+        wanted = parse_demand(demand)
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            if item not in model.items:
+                raise Invalid(f"unknown item {item!r}")
+            kind = tx.location_kinds().get(location)
+            if kind is None:
+                raise Invalid(f"unknown location {location!r}")
+            if kind != "internal":
+                raise Invalid(
+                    f"{location} is a {kind} location: stock is reserved where it is kept"
+                )
+            _check_demand(tx, model, wanted, item)
+            reservation = tx.reserve(item, location, demand, amount, changes.now)
+        return _reservation_row(reservation), self._done(changes)
+
+    def receive(
+        self, item: str, location: str, quantity: Decimal, unit_cost: Decimal, reference: str
+    ) -> tuple[LedgerRow, list[Event]]:
+        """Book a receipt from the supplier location into a store at `unit_cost` per unit
+        (it moves the item's moving average)."""
+        amount = _quantity(quantity, "received quantity")
+        cost = _unit_cost(unit_cost)
+        if not _NUMBER.match(reference):
+            raise Invalid(f"reference {reference!r}: 1-64 characters without spaces")
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            if item not in model.items:
+                raise Invalid(f"unknown item {item!r}")
+            kinds = tx.location_kinds()
+            if kinds.get(location) != "internal":
+                raise Invalid(f"{location!r} is not a store (an internal location)")
+            suppliers = [code for code, kind in sorted(kinds.items()) if kind == "supplier"]
+            if not suppliers:
+                raise Conflict("the plant has no supplier location to receive from")
+            move = Move(item, suppliers[0], location, amount, RECEIPT, reference, changes.now, cost)
+            (row,) = tx.append_moves([move])
+            self._stock_events(tx, model, _keys([move]), changes)
+            # More stock: the promises made from it may move.
+            self._promise(tx, model, self._running(tx, model, changes.now), changes)
+        return row, self._done(changes)
+
+    def release_reservation(self, number: int) -> tuple[ReservationRow, list[Event]]:
+        """Give back what a reservation still holds (it becomes available again)."""
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            reservation = _open_reservation(tx, number)
+            released = tx.release_reservation(reservation, changes.now)
+        return _reservation_row(released), self._done(changes)
+
+    def consume_reservation(
+        self, number: int, quantity: Decimal | None = None
+    ) -> tuple[ReservationRow, list[Event]]:
+        """Turn (part of) a reservation into a stock move: to production for a work order, to
+        the customer location for a sales order line. All that is open unless `quantity`."""
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            reservation = _open_reservation(tx, number)
+            amount = reservation.open
+            if quantity is not None:
+                amount = _quantity(quantity, "consumed quantity")
+            if amount > reservation.open:
+                raise Conflict(
+                    f"reservation {number} holds {display(reservation.open)} of"
+                    f" {reservation.item}, {display(amount)} requested"
+                )
+            target = model.places.production
+            if isinstance(parse_demand(reservation.demand), SalesLineRef):
+                customers = [c for c, k in sorted(tx.location_kinds().items()) if k == "customer"]
+                if not customers:
+                    raise Conflict("the plant has no customer location to ship to")
+                target = customers[0]
+            consumed, row = tx.consume_reservation(reservation, amount, target, changes.now)
+            self._stock_events(
+                tx, model, {(row.item, row.from_location), (row.item, row.to_location)}, changes
+            )
+            # Stock left a store: the promises made from it may move.
+            self._promise(tx, model, self._running(tx, model, changes.now), changes)
+        return _reservation_row(consumed), self._done(changes)
+
     def sales_orders(self) -> list[SalesOrderLineRow]:
         """Every sales order line with its current promise."""
         with self._db.transaction(write=False) as tx:
@@ -604,19 +749,58 @@ class PlantService:
         )
         if posting.empty:
             return None, []
-        moves = [Move.planned(planned, wo.number, changes.now) for planned in posting.moves]
-        ledger = tx.append_moves(moves)
+        # Good parts are received at what their components cost now (a reversal takes them
+        # back out at the average, like any other issue).
+        costs = tx.unit_costs()
+        made_at = sum(
+            (
+                line.quantity * costs.get(line.component, Decimal(0))
+                for line in model.boms.get(wo.item, ())
+            ),
+            Decimal(0),
+        )
+        moves = [
+            Move.planned(
+                planned,
+                wo.number,
+                changes.now,
+                made_at if planned.reason == RECEIPT else None,
+            )
+            for planned in posting.moves
+        ]
+        # The backflush uses up what was reserved for this order (a reversal gives stock back
+        # but reserves nothing again). Reservations before balances: every writer locks in
+        # that order, so none waits for another in a cycle.
+        for move in moves:
+            if move.reason == BACKFLUSH:
+                tx.draw_reservations(
+                    move.item, move.from_location, wo.number, move.quantity, changes.now
+                )
+        # A count is a fact: the line used the material whatever the books say, so it is
+        # booked even where it takes a store below zero (a lost count would be worse). The
+        # posting names the shortages it caused, for a count or a receipt to put right.
+        ledger = tx.append_moves(moves, book_shortage=True)
         booked = wo.booked(good, scrap)
         tx.update_work_order(booked)
-        changes.add(
-            POSTING,
-            {
-                "work_order": wo.number,
-                "good_delta": plain(posting.good_delta),
-                "scrap_delta": plain(posting.scrap_delta),
-                "moves": [row.to_json() for row in ledger],
-            },
-        )
+        negative_allowed = tx.negative_allowed()
+        shortages = [
+            {"item": b.item, "location": b.location, "on_hand": plain(b.on_hand)}
+            for b in (
+                tx.balance(item, location)
+                for item, location in sorted({(m.item, m.from_location) for m in moves})
+                if not negative_allowed.get(location, False)
+            )
+            if b.on_hand < 0
+        ]
+        data: dict[str, Any] = {
+            "work_order": wo.number,
+            "good_delta": plain(posting.good_delta),
+            "scrap_delta": plain(posting.scrap_delta),
+            "moves": [row.to_json() for row in ledger],
+        }
+        if shortages:
+            data["shortages"] = shortages
+        changes.add(POSTING, data)
         return booked, moves
 
     def _count(
@@ -863,6 +1047,72 @@ def _sales_row(line: SalesLine) -> SalesOrderLineRow:
 def _next_number(existing: Iterable[str]) -> str:
     numbers = [int(m.group(1)) for n in existing if (m := _WORK_ORDER_NUMBER.match(n))]
     return f"WO-{max(numbers, default=_FIRST_WORK_ORDER - 1) + 1}"
+
+
+def _check_demand(tx: Session, model: PlantModel, demand: str | SalesLineRef, item: str) -> None:
+    """The demand exists, still needs material, and needs this item."""
+    if isinstance(demand, SalesLineRef):
+        lines = {(sales.order, sales.line): sales for sales in tx.sales_lines()}
+        line = lines.get((demand.order, demand.line))
+        if line is None:
+            raise Invalid(f"no sales order line {demand.order}/{demand.line}")
+        if all(
+            (s.order, s.line) != (demand.order, demand.line) for s in tx.sales_lines(open_only=True)
+        ):
+            raise Conflict(f"sales order line {demand.order}/{demand.line} is closed")
+        if line.item != item:
+            raise Invalid(
+                f"sales order line {demand.order}/{demand.line} is for {line.item}, not {item}"
+            )
+        return
+    wo = tx.work_order(demand)
+    if wo is None:
+        raise Invalid(f"no work order {demand!r}")
+    if wo.status in _FINISHED:
+        raise Conflict(f"work order {demand} is {wo.status}: it draws no more material")
+    components = {line.component for line in model.boms.get(wo.item, ())}
+    if item not in components:
+        raise Invalid(f"{item} is not a component of work order {demand} ({wo.item})")
+
+
+def _open_reservation(tx: Session, number: int) -> Reservation:
+    reservation = tx.reservation(number, lock=True)
+    if reservation is None:
+        raise NotFound(f"no reservation {number}")
+    if reservation.closed_at is not None:
+        raise Conflict(f"reservation {number} is already {reservation.status}")
+    return reservation
+
+
+def _balance_row(model: PlantModel, balance: Balance, unit_cost: Decimal) -> BalanceRow:
+    known = model.items.get(balance.item)
+    return BalanceRow(
+        item=balance.item,
+        name=known.name if known else balance.item,
+        location=balance.location,
+        on_hand=canonical(balance.on_hand),
+        reserved=canonical(balance.reserved),
+        available=canonical(balance.available),
+        uom=known.uom if known else "",
+        unit_cost=canonical(unit_cost),
+        value=canonical(balance.on_hand * unit_cost),
+    )
+
+
+def _reservation_row(reservation: Reservation) -> ReservationRow:
+    return ReservationRow(
+        id=reservation.id,
+        item=reservation.item,
+        location=reservation.location,
+        demand=reservation.demand,
+        status=reservation.status,
+        quantity=canonical(reservation.quantity),
+        open=canonical(reservation.open),
+        consumed=canonical(reservation.consumed),
+        released=canonical(reservation.released),
+        created_at=reservation.created_at,
+        closed_at=reservation.closed_at,
+    )
 
 
 def _check_line_free(tx: Session, wo: WorkOrder) -> None:

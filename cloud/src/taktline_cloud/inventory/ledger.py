@@ -26,15 +26,27 @@ class Move:
     reason: str
     reference: str
     at: datetime
+    unit_cost: Decimal | None = None
+    """Known cost of a receipt into the stores (it moves the average); None: the average."""
 
     def __post_init__(self) -> None:
         if self.quantity <= 0:
             raise Invalid(f"stock move of {self.item}: quantity must be > 0, got {self.quantity}")
+        if self.unit_cost is not None and (not self.unit_cost.is_finite() or self.unit_cost < 0):
+            raise Invalid(
+                f"stock move of {self.item}: unit cost must be >= 0, got {self.unit_cost}"
+            )
         if self.from_location == self.to_location:
             raise Invalid(f"stock move of {self.item}: from and to are both {self.to_location}")
 
     @classmethod
-    def planned(cls, planned: PlannedMove, reference: str, at: datetime) -> Move:
+    def planned(
+        cls,
+        planned: PlannedMove,
+        reference: str,
+        at: datetime,
+        unit_cost: Decimal | None = None,
+    ) -> Move:
         """The ledger entry for a move the posting rule planned."""
         return cls(
             planned.item,
@@ -44,6 +56,7 @@ class Move:
             planned.reason,
             reference,
             at,
+            unit_cost,
         )
 
 

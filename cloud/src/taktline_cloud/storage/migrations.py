@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from decimal import Decimal
+from typing import Any, Protocol
 
-from taktline_cloud.storage.sql import Dialect
+from taktline_cloud.storage.sql import Dialect, to_decimal
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ class Migrator(Protocol):
 
     def execute(self, statement: str, params: Sequence[object] = ()) -> object:
         """Run one DDL statement."""
+
+    def query(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a statement (to look at what an earlier version left)."""
 
     def extension_available(self, name: str) -> bool:
         """True when PostgreSQL can install extension `name`."""
@@ -386,10 +390,102 @@ def _v5_node_history(m: Migrator) -> None:
     )
 
 
+def _columns(m: Migrator, table: str) -> set[str]:
+    if m.dialect.backend == "postgresql":
+        rows = m.query(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+    else:
+        rows = m.query(f"SELECT name FROM pragma_table_info('{table}')")
+    return {str(r[0]) for r in rows}
+
+
+def _v6_reservations(m: Migrator) -> None:
+    """Reserved quantities beside on-hand, reservations, which locations may go negative, and
+    moving-average valuation (unit cost and value of every move, an average per item).
+
+    Virtual locations (supplier, customer, production, inventory adjustment) may go negative:
+    they stand for the world outside the plant's stores. Balances are rebuilt from the ledger
+    and the open reservations, so the version starts from the invariant it then keeps.
+    (Re-applied over a schema_version rolled back by hand, it adds nothing and rebuilds.)
+    """
+    d = m.dialect
+    dec, ts, n = d.decimal, d.timestamp, d.number
+    zero = "0" if d.backend == "postgresql" else "'0'"
+    if "allow_negative" not in _columns(m, "locations"):
+        m.execute("ALTER TABLE locations ADD COLUMN allow_negative BOOLEAN NOT NULL DEFAULT FALSE")
+        m.execute("UPDATE locations SET allow_negative = ? WHERE kind <> 'internal'", (True,))
+    if "reserved" not in _columns(m, "stock_balances"):
+        m.execute(
+            f"ALTER TABLE stock_balances ADD COLUMN reserved {dec} NOT NULL DEFAULT {zero}"
+            f" CONSTRAINT stock_balances_reserved_not_negative CHECK ({n('reserved')} >= 0)"
+        )
+    m.execute(
+        f"""CREATE TABLE IF NOT EXISTS reservations (
+            id {d.id_key},
+            item TEXT NOT NULL REFERENCES items (sku),
+            location TEXT NOT NULL REFERENCES locations (code),
+            demand TEXT NOT NULL,
+            quantity {dec} NOT NULL,
+            open_quantity {dec} NOT NULL,
+            consumed {dec} NOT NULL,
+            created_at {ts} NOT NULL,
+            closed_at {ts},
+            CONSTRAINT reservations_quantity_positive CHECK ({n("quantity")} > 0),
+            CONSTRAINT reservations_open_within_quantity
+                CHECK ({n("open_quantity")} >= 0 AND {n("open_quantity")} <= {n("quantity")}),
+            CONSTRAINT reservations_consumed_within_quantity
+                CHECK ({n("consumed")} >= 0 AND {n("consumed")} <= {n("quantity")}),
+            CONSTRAINT reservations_closed_when_nothing_open
+                CHECK ((closed_at IS NULL) = ({n("open_quantity")} > 0))
+        )"""
+    )
+    # Moving-average valuation: every move carries its unit cost and value (moves booked
+    # before this version are worth 0: no cost was known), one average per item.
+    moves = _columns(m, "stock_moves")
+    for column in ("unit_cost", "value"):
+        if column not in moves:
+            m.execute(f"ALTER TABLE stock_moves ADD COLUMN {column} {dec} NOT NULL DEFAULT {zero}")
+    m.execute(
+        f"""CREATE TABLE IF NOT EXISTS item_costs (
+            item TEXT NOT NULL REFERENCES items (sku),
+            unit_cost {dec} NOT NULL,
+            updated_at {ts} NOT NULL,
+            CONSTRAINT item_costs_key PRIMARY KEY (item),
+            CONSTRAINT item_costs_unit_cost_not_negative CHECK ({n("unit_cost")} >= 0)
+        )"""
+    )
+    m.execute("CREATE INDEX IF NOT EXISTS reservations_demand ON reservations (demand, id)")
+    m.execute("CREATE INDEX IF NOT EXISTS reservations_balance ON reservations (item, location)")
+    # Rebuilt in Python: SQLite holds decimals as TEXT and would add them as floats.
+    on_hand: dict[tuple[str, str], Decimal] = {}
+    for item, source, target, quantity in m.query(
+        "SELECT item, from_location, to_location, quantity FROM stock_moves"
+    ):
+        amount = to_decimal(quantity)
+        on_hand[(item, source)] = on_hand.get((item, source), Decimal(0)) - amount
+        on_hand[(item, target)] = on_hand.get((item, target), Decimal(0)) + amount
+    reserved: dict[tuple[str, str], Decimal] = {}
+    for item, location, quantity in m.query(
+        "SELECT item, location, open_quantity FROM reservations WHERE closed_at IS NULL"
+    ):
+        key = (item, location)
+        reserved[key] = reserved.get(key, Decimal(0)) + to_decimal(quantity)
+    m.execute("DELETE FROM stock_balances")
+    for key in sorted(on_hand.keys() | reserved.keys()):
+        m.execute(
+            "INSERT INTO stock_balances (item, location, on_hand, reserved) VALUES (?, ?, ?, ?)",
+            (*key, on_hand.get(key, Decimal(0)), reserved.get(key, Decimal(0))),
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "master data, samples, work orders, ledger, promises", _v1_core_schema),
     Migration(2, "counter checkpoints: posting reads only new readings", _v2_counter_checkpoints),
     Migration(3, "dead letters: rejected MQTT messages kept for replay", _v3_dead_letters),
     Migration(4, "1-minute and 1-hour rollups of numeric samples", _v4_rollups),
     Migration(5, "node history: online/offline changes of nodes and devices", _v5_node_history),
+    Migration(6, "reservations, negative-stock rule, moving-average valuation", _v6_reservations),
 )

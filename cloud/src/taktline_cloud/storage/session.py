@@ -13,10 +13,13 @@ from typing import Any
 
 import psycopg
 
-from taktline_cloud.errors import Conflict, StorageError
+from taktline_cloud.errors import Conflict, Invalid, StorageError
 from taktline_cloud.historian.current import Latest, LatestKey
 from taktline_cloud.historian.samples import Sample, SampleValue
+from taktline_cloud.inventory.balances import Balance, allows_negative_by_default
 from taktline_cloud.inventory.ledger import BalanceKey, Move, balance_changes
+from taktline_cloud.inventory.reservations import CONSUMPTION, Reservation
+from taktline_cloud.inventory.valuation import average_after_receipt, move_value
 from taktline_cloud.org.hierarchy import OrgNode
 from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
 from taktline_cloud.production.counters import Checkpoint, CounterPoint
@@ -136,6 +139,25 @@ def _work_order(row: Sequence[Any]) -> WorkOrder:
     )
 
 
+_RESERVATION_COLUMNS = (
+    "id, item, location, demand, quantity, open_quantity, consumed, created_at, closed_at"
+)
+
+
+def _reservation(row: Sequence[Any]) -> Reservation:
+    return Reservation(
+        id=int(row[0]),
+        item=row[1],
+        location=row[2],
+        demand=row[3],
+        quantity=to_decimal(row[4]),
+        open=to_decimal(row[5]),
+        consumed=to_decimal(row[6]),
+        created_at=to_datetime(row[7]),
+        closed_at=to_datetime_or_none(row[8]),
+    )
+
+
 _WO_COLUMNS = (
     "number, item, line, quantity, status, created_at, released_at, started_at, completed_at,"
     " good, scrap"
@@ -202,13 +224,24 @@ class Session:
             )
         ]
 
-    def upsert_location(self, code: str, name: str, kind: str) -> None:
-        """Insert or update a stock location."""
+    def upsert_location(
+        self, code: str, name: str, kind: str, *, allow_negative: bool | None = None
+    ) -> None:
+        """Insert or update a stock location (`allow_negative` None: the kind's default)."""
+        if allow_negative is None:
+            allow_negative = allows_negative_by_default(kind)
         self._x.execute(
-            "INSERT INTO locations (code, name, kind) VALUES (?, ?, ?) ON CONFLICT (code)"
-            " DO UPDATE SET name = excluded.name, kind = excluded.kind",
-            (code, name, kind),
+            "INSERT INTO locations (code, name, kind, allow_negative) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind,"
+            " allow_negative = excluded.allow_negative",
+            (code, name, kind, allow_negative),
         )
+
+    def negative_allowed(self) -> dict[str, bool]:
+        """Whether each location (by code) may hold negative stock."""
+        return {
+            r[0]: bool(r[1]) for r in self._x.query("SELECT code, allow_negative FROM locations")
+        }
 
     def upsert_item(self, item: ItemRef) -> None:
         """Insert or update an item."""
@@ -530,13 +563,25 @@ class Session:
 
     # --- stock ledger ------------------------------------------------------------------------
 
-    def append_moves(self, moves: Sequence[Move]) -> list[LedgerRow]:
-        """Append moves to the ledger and apply them to the balances (same transaction)."""
+    def append_moves(
+        self, moves: Sequence[Move], *, book_shortage: bool = False
+    ) -> list[LedgerRow]:
+        """Append moves to the ledger and apply them to the balances (same transaction).
+
+        Conflict (and nothing booked, once the transaction rolls back) when a move would take a
+        location that refuses negative stock below zero or into its reserved stock, unless
+        `book_shortage`: a fact that already happened (a posted PLC count) is booked anyway.
+        """
+        # Valued against the stores as they were, then balances: a refused move is refused
+        # before anything is written.
+        costs = self._value_moves(moves)
+        self._apply_balances(balance_changes(moves), book_shortage)
         rows: list[LedgerRow] = []
-        for move in moves:
+        for move, unit_cost in zip(moves, costs, strict=True):
+            value = move_value(move.quantity, unit_cost)
             inserted = self._x.query(
                 "INSERT INTO stock_moves (at, item, from_location, to_location, quantity, reason,"
-                " reference) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " reference, unit_cost, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     move.at,
                     move.item,
@@ -545,6 +590,8 @@ class Session:
                     move.quantity,
                     move.reason,
                     move.reference,
+                    unit_cost,
+                    value,
                 ),
             )
             rows.append(
@@ -557,41 +604,283 @@ class Session:
                     quantity=move.quantity,
                     reason=move.reason,
                     reference=move.reference,
+                    unit_cost=unit_cost,
+                    value=value,
                 )
             )
-        self._apply_balances(balance_changes(moves))
         return rows
 
-    def _apply_balances(self, changes: Mapping[BalanceKey, Decimal]) -> None:
+    def _value_moves(self, moves: Sequence[Move]) -> list[Decimal]:
+        """The unit cost of each move, in order; receipts at a cost move their item's average.
+
+        The average's row is locked (PostgreSQL) while a receipt moves it, so two receipts of
+        one item average one after the other.
+        """
+        kinds = self.location_kinds()
+        averages: dict[str, Decimal] = {}
+        stocked: dict[str, Decimal] = {}
+        moved: set[str] = set()
+        for item in sorted({m.item for m in moves}):
+            costed = any(m.unit_cost is not None for m in moves if m.item == item)
+            averages[item] = self.unit_cost(item, lock=costed)
+            if costed:
+                stocked[item] = self._internal_on_hand(item)
+        costs: list[Decimal] = []
+        for move in moves:
+            inside_from = kinds.get(move.from_location) == "internal"
+            inside_to = kinds.get(move.to_location) == "internal"
+            if move.unit_cost is None:
+                costs.append(averages[move.item])
+            elif inside_to and not inside_from:
+                on_hand = stocked[move.item]
+                averages[move.item] = average_after_receipt(
+                    on_hand, averages[move.item], move.quantity, move.unit_cost
+                )
+                moved.add(move.item)
+                costs.append(move.unit_cost)
+            else:
+                raise Invalid(
+                    f"stock move of {move.item} from {move.from_location} to"
+                    f" {move.to_location}: a unit cost is given only for a receipt into a store"
+                )
+            if move.item in stocked:
+                change = Decimal(inside_to) - Decimal(inside_from)
+                stocked[move.item] += change * move.quantity
+        for item in sorted(moved):
+            self._x.execute(
+                "INSERT INTO item_costs (item, unit_cost, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (item) DO UPDATE SET unit_cost = excluded.unit_cost,"
+                " updated_at = excluded.updated_at",
+                (item, averages[item], max(m.at for m in moves if m.item == item)),
+            )
+        return costs
+
+    def _internal_on_hand(self, item: str) -> Decimal:
+        """On hand of `item` in all the plant's stores together."""
+        rows = self._x.query(
+            "SELECT b.on_hand FROM stock_balances b JOIN locations l ON l.code = b.location"
+            " WHERE b.item = ? AND l.kind = 'internal'",
+            (item,),
+        )
+        return sum((to_decimal(r[0]) for r in rows), Decimal(0))
+
+    def unit_cost(self, item: str, *, lock: bool = False) -> Decimal:
+        """The moving-average cost of one unit of `item` (0 before any costed receipt)."""
+        if lock and self._x.dialect.backend == "postgresql":
+            # A row to lock even before the first receipt (no update: it keeps its value).
+            self._x.execute(
+                "INSERT INTO item_costs (item, unit_cost, updated_at) VALUES (?, 0, now())"
+                " ON CONFLICT (item) DO NOTHING",
+                (item,),
+            )
+        rows = self._x.query(
+            "SELECT unit_cost FROM item_costs WHERE item = ?" + self._for_update(lock), (item,)
+        )
+        return to_decimal(rows[0][0]) if rows else Decimal(0)
+
+    def unit_costs(self) -> dict[str, Decimal]:
+        """The moving-average cost of every item that has one."""
+        return {
+            r[0]: to_decimal(r[1]) for r in self._x.query("SELECT item, unit_cost FROM item_costs")
+        }
+
+    def _apply_balances(self, changes: Mapping[BalanceKey, Decimal], book_shortage: bool) -> None:
+        negative_allowed = {} if book_shortage else self.negative_allowed()
         # In sorted order, so concurrent writers lock balance rows in the same order.
         for (item, location), change in sorted(changes.items()):
             if not change:
                 continue
-            if self._x.dialect.backend == "postgresql":
-                # One atomic statement: concurrent postings to one balance cannot lose an update.
-                self._x.execute(
-                    "INSERT INTO stock_balances (item, location, on_hand) VALUES (?, ?, ?)"
-                    " ON CONFLICT (item, location)"
-                    " DO UPDATE SET on_hand = stock_balances.on_hand + excluded.on_hand",
-                    (item, location, change),
-                )
-                continue
-            # SQLite holds decimals as TEXT (it would add them as floats): added up in Python,
-            # safe because BEGIN IMMEDIATE makes each write transaction the only writer.
-            current = self._x.query(
-                "SELECT on_hand FROM stock_balances WHERE item = ? AND location = ?",
-                (item, location),
+            if change < 0 and not book_shortage and not negative_allowed.get(location, False):
+                # Row locked (PostgreSQL) before the check: a concurrent move or reservation
+                # of the same stock waits for this transaction and then sees its result.
+                self.balance(item, location, lock=True).check_outflow(-change)
+            self._add_to_balance(item, location, change, Decimal(0))
+
+    def _add_to_balance(
+        self, item: str, location: str, on_hand: Decimal, reserved: Decimal
+    ) -> None:
+        """Add to the on-hand and reserved of one balance (created when missing)."""
+        if self._x.dialect.backend == "postgresql":
+            # Atomic statements: concurrent postings to one balance cannot lose an update. An
+            # UPDATE first: an upsert's proposed row must pass the CHECKs itself, and a
+            # negative `reserved` change (release, consumption) would not.
+            if self._x.execute(
+                "UPDATE stock_balances SET on_hand = on_hand + ?, reserved = reserved + ?"
+                " WHERE item = ? AND location = ?",
+                (on_hand, reserved, item, location),
+            ):
+                return
+            self._x.execute(
+                "INSERT INTO stock_balances (item, location, on_hand, reserved)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (item, location) DO UPDATE SET"
+                " on_hand = stock_balances.on_hand + excluded.on_hand,"
+                " reserved = stock_balances.reserved + excluded.reserved",
+                (item, location, on_hand, reserved),
             )
-            if current:
-                self._x.execute(
-                    "UPDATE stock_balances SET on_hand = ? WHERE item = ? AND location = ?",
-                    (to_decimal(current[0][0]) + change, item, location),
-                )
-            else:
-                self._x.execute(
-                    "INSERT INTO stock_balances (item, location, on_hand) VALUES (?, ?, ?)",
-                    (item, location, change),
-                )
+            return
+        # SQLite holds decimals as TEXT (it would add them as floats): added up in Python,
+        # safe because BEGIN IMMEDIATE makes each write transaction the only writer.
+        current = self._x.query(
+            "SELECT on_hand, reserved FROM stock_balances WHERE item = ? AND location = ?",
+            (item, location),
+        )
+        if current:
+            self._x.execute(
+                "UPDATE stock_balances SET on_hand = ?, reserved = ?"
+                " WHERE item = ? AND location = ?",
+                (
+                    to_decimal(current[0][0]) + on_hand,
+                    to_decimal(current[0][1]) + reserved,
+                    item,
+                    location,
+                ),
+            )
+        else:
+            self._x.execute(
+                "INSERT INTO stock_balances (item, location, on_hand, reserved)"
+                " VALUES (?, ?, ?, ?)",
+                (item, location, on_hand, reserved),
+            )
+
+    def balance(self, item: str, location: str, *, lock: bool = False) -> Balance:
+        """On-hand and reserved of one item at one location (`lock`: FOR UPDATE on PostgreSQL,
+        so a check made on it holds until the transaction ends; SQLite has one writer)."""
+        rows = self._x.query(
+            "SELECT on_hand, reserved FROM stock_balances WHERE item = ? AND location = ?"
+            + self._for_update(lock),
+            (item, location),
+        )
+        if not rows:
+            return Balance(item, location)
+        return Balance(item, location, to_decimal(rows[0][0]), to_decimal(rows[0][1]))
+
+    def balance_rows(self, item: str | None = None, location: str | None = None) -> list[Balance]:
+        """Balances by item and location (of one item and/or location, or all)."""
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("item", item), ("location", location)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        statement = "SELECT item, location, on_hand, reserved FROM stock_balances"
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        return [
+            Balance(r[0], r[1], to_decimal(r[2]), to_decimal(r[3]))
+            for r in self._x.query(statement + " ORDER BY item, location", params)
+        ]
+
+    # --- reservations ------------------------------------------------------------------------
+
+    def reserve(
+        self, item: str, location: str, demand: str, quantity: Decimal, at: datetime
+    ) -> Reservation:
+        """Hold `quantity` of what is available for `demand`; Conflict when not available."""
+        self.balance(item, location, lock=True).check_reservation(quantity)
+        self._add_to_balance(item, location, Decimal(0), quantity)
+        inserted = self._x.query(
+            "INSERT INTO reservations (item, location, demand, quantity, open_quantity,"
+            " consumed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (item, location, demand, quantity, quantity, Decimal(0), at),
+        )
+        return Reservation(
+            int(inserted[0][0]), item, location, demand, quantity, quantity, Decimal(0), at, None
+        )
+
+    def reservation(self, number: int, *, lock: bool = False) -> Reservation | None:
+        """The reservation with this id, if any (`lock`: see `balance`)."""
+        rows = self._x.query(
+            f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE id = ?"
+            + self._for_update(lock),
+            (number,),
+        )
+        return _reservation(rows[0]) if rows else None
+
+    def reservations(
+        self,
+        *,
+        item: str | None = None,
+        location: str | None = None,
+        demand: str | None = None,
+        open_only: bool = True,
+    ) -> list[Reservation]:
+        """Reservations, oldest first (open ones only unless `open_only` is False)."""
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("item", item), ("location", location), ("demand", demand)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if open_only:
+            where.append("closed_at IS NULL")
+        statement = f"SELECT {_RESERVATION_COLUMNS} FROM reservations"
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        return [_reservation(r) for r in self._x.query(statement + " ORDER BY id", params)]
+
+    def _take_from_reservation(
+        self, reservation: Reservation, quantity: Decimal, consumed: bool, at: datetime
+    ) -> Reservation:
+        """Reduce an open reservation (and its balance's reserved) by `quantity`."""
+        left = reservation.open - quantity
+        used = reservation.consumed + (quantity if consumed else Decimal(0))
+        closed_at = at if left == 0 else None
+        self._x.execute(
+            "UPDATE reservations SET open_quantity = ?, consumed = ?, closed_at = ? WHERE id = ?",
+            (left, used, closed_at, reservation.id),
+        )
+        self._add_to_balance(reservation.item, reservation.location, Decimal(0), -quantity)
+        return Reservation(
+            reservation.id,
+            reservation.item,
+            reservation.location,
+            reservation.demand,
+            reservation.quantity,
+            left,
+            used,
+            reservation.created_at,
+            closed_at,
+        )
+
+    def release_reservation(self, reservation: Reservation, at: datetime) -> Reservation:
+        """Give back what the (open, locked) reservation still holds."""
+        self.balance(reservation.item, reservation.location, lock=True)
+        return self._take_from_reservation(reservation, reservation.open, False, at)
+
+    def consume_reservation(
+        self, reservation: Reservation, quantity: Decimal, to_location: str, at: datetime
+    ) -> tuple[Reservation, LedgerRow]:
+        """Turn `quantity` of the (open, locked) reservation into a move to `to_location`."""
+        self.balance(reservation.item, reservation.location, lock=True)
+        taken = self._take_from_reservation(reservation, quantity, True, at)
+        move = Move(
+            reservation.item,
+            reservation.location,
+            to_location,
+            quantity,
+            CONSUMPTION,
+            reservation.demand,
+            at,
+        )
+        (row,) = self.append_moves([move])
+        return taken, row
+
+    def draw_reservations(
+        self, item: str, location: str, demand: str, quantity: Decimal, at: datetime
+    ) -> Decimal:
+        """A posted consumption of `demand` uses up its open reservations of `item` at
+        `location`, oldest first, up to `quantity`; how much they held of it."""
+        drawn = Decimal(0)
+        for reservation in self.reservations(item=item, location=location, demand=demand):
+            if drawn >= quantity:
+                break
+            locked = self.reservation(reservation.id, lock=True)
+            if locked is None or locked.closed_at is not None:
+                continue
+            take = min(locked.open, quantity - drawn)
+            self._take_from_reservation(locked, take, True, at)
+            drawn += take
+        return drawn
 
     def has_moves(self, item: str, location: str, reason: str) -> bool:
         """True when a move of `reason` already brought `item` into `location`."""
@@ -622,8 +911,8 @@ class Session:
     def ledger(self, item: str | None = None, limit: int | None = 200) -> list[LedgerRow]:
         """Ledger entries, newest first (of one item, or all)."""
         statement = (
-            "SELECT id, at, item, from_location, to_location, quantity, reason, reference"
-            " FROM stock_moves"
+            "SELECT id, at, item, from_location, to_location, quantity, reason, reference,"
+            " unit_cost, value FROM stock_moves"
         )
         params: list[object] = []
         if item is not None:
@@ -643,6 +932,8 @@ class Session:
                 quantity=to_decimal(r[5]),
                 reason=r[6],
                 reference=r[7],
+                unit_cost=to_decimal(r[8]),
+                value=to_decimal(r[9]),
             )
             for r in self._x.query(statement, params)
         ]
@@ -683,8 +974,7 @@ class Session:
             statement += " WHERE l.is_open = ?"
         statement += " ORDER BY l.order_number, l.line_no"
         return [
-            SalesLine.from_row(r)
-            for r in self._x.query(statement, (True,) if open_only else ())
+            SalesLine.from_row(r) for r in self._x.query(statement, (True,) if open_only else ())
         ]
 
     def record_promise(
