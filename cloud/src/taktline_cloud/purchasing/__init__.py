@@ -1,0 +1,1 @@
+"""Purchasing: suppliers, requisitions from MRP, purchase orders, confirmations, receipts."""
