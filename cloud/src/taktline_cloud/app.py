@@ -30,6 +30,7 @@ from taktline_cloud.host.batcher import IngestQueue
 from taktline_cloud.live import LiveHub, ServiceGateway, ServiceWorker
 from taktline_cloud.live.refresher import refresh_periodically
 from taktline_cloud.observability import IngestMetrics, RetentionMetrics, install_metrics
+from taktline_cloud.purchasing_service import PurchasingService
 from taktline_cloud.service import PlantService
 from taktline_cloud.settings import CloudSettings
 from taktline_cloud.storage import Database
@@ -149,7 +150,9 @@ async def _serving(
         metrics=metrics,
     )
     stop = asyncio.Event()
-    app.state.taktline = ApiContext(gateway, hub, host, dead_letters=dead_letters)
+    app.state.taktline = ApiContext(
+        gateway, hub, host, dead_letters=dead_letters, purchasing=PurchasingService(database)
+    )
     app.state.historian = database  # trend reads (api/trends.py), on the worker thread
     async with asyncio.TaskGroup() as tasks:
 

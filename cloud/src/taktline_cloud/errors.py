@@ -1,11 +1,12 @@
 """The cloud core's exception tree.
 
-    CloudError
-    ├── NotFound         a work order, order line, item … that does not exist
-    ├── Conflict         an invalid state transition, a duplicate number, a second running order
-    ├── Invalid          input the domain refuses (unknown item, quantity <= 0, naive timestamp)
-    ├── MasterDataError  plant.yaml is invalid (the message names the file and the field)
-    └── StorageError     the database failed or holds something the code cannot read
+CloudError
+├── NotFound         a work order, order line, item … that does not exist
+├── Conflict         an invalid state transition, a duplicate number, a second running order
+├── Invalid          input the domain refuses (unknown item, quantity <= 0, naive timestamp)
+├── Forbidden        the caller sees the thing but may not take this action on it
+├── MasterDataError  plant.yaml is invalid (the message names the file and the field)
+└── StorageError     the database failed or holds something the code cannot read
 """
 
 
@@ -23,6 +24,10 @@ class Conflict(CloudError):  # noqa: N818 - names fixed by the cloud interface
 
 class Invalid(CloudError):  # noqa: N818 - names fixed by the cloud interface
     """Input the domain refuses."""
+
+
+class Forbidden(CloudError):  # noqa: N818 - names fixed by the cloud interface
+    """The caller may see the thing but not take this action on it (a supplier sending a PO)."""
 
 
 class MasterDataError(CloudError):

@@ -10,10 +10,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from taktline_cloud.errors import MasterDataError
 from taktline_cloud.inventory.balances import allows_negative_by_default
@@ -31,6 +38,9 @@ def _no_float(value: object) -> object:
 
 Quantity = Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0, allow_inf_nan=False)]
 UnitCost = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, allow_inf_nan=False)]
+NonNegative = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, le=10, allow_inf_nan=False)]
+LotRuleName = Literal["lot-for-lot", "fixed", "min-multiple", "periods-of-supply"]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -79,13 +89,58 @@ class Line(_Model):
     work_centre: WorkCentre
 
 
+class LotSizeSpec(_Model):
+    """A lot-size rule and the parameters it needs (and only those).
+
+    lot-for-lot: the net requirement; fixed: whole lots of `quantity`; min-multiple: at least
+    `minimum`, rounded up to a multiple of `multiple` (0 = any); periods-of-supply: one order
+    covers `periods` buckets.
+    """
+
+    rule: LotRuleName = "lot-for-lot"
+    quantity: Quantity | None = None
+    minimum: NonNegative | None = None
+    multiple: NonNegative | None = None
+    periods: int | None = Field(default=None, ge=1, le=366)
+
+    @model_validator(mode="after")
+    def _parameters_fit_the_rule(self) -> Self:
+        wanted = {
+            "lot-for-lot": set(),
+            "fixed": {"quantity"},
+            "min-multiple": {"minimum", "multiple"},
+            "periods-of-supply": {"periods"},
+        }[self.rule]
+        fields = ("quantity", "minimum", "multiple", "periods")
+        given = {f for f in fields if getattr(self, f) is not None}
+        if extra := given - wanted:
+            raise ValueError(f"rule {self.rule} takes no {' or '.join(sorted(extra))}")
+        if wanted and not given:
+            raise ValueError(f"rule {self.rule} needs {' and/or '.join(sorted(wanted))}")
+        return self
+
+
+class ItemPlanningSpec(_Model):
+    """What MRP needs about an item; every field is optional.
+
+    `source` left out: make when the item has a BOM, buy otherwise. Lead time is in calendar
+    days (rounded up to whole buckets of the plan).
+    """
+
+    lead_time_days: int = Field(default=0, ge=0, le=3650)
+    safety_stock: NonNegative = Decimal(0)
+    lot_size: LotSizeSpec = LotSizeSpec()
+    source: Literal["make", "buy"] | None = None
+
+
 class Item(_Model):
-    """An item (stock keeping unit)."""
+    """An item (stock keeping unit), with its planning data (defaults when left out)."""
 
     sku: Code
     name: Name
     kind: ItemKind
     uom: Code
+    planning: ItemPlanningSpec = ItemPlanningSpec()
 
 
 class BomEntry(_Model):
@@ -93,6 +148,8 @@ class BomEntry(_Model):
 
     component: Code
     quantity: Quantity
+    scrap: Fraction = Decimal(0)
+    """Fraction of the component lost making the parent (0.05 = 5 % more is needed)."""
 
 
 class Location(_Model):
@@ -165,6 +222,23 @@ class WorkOrderSpec(_Model):
     line: Code
 
 
+class PlanningSettings(_Model):
+    """How MRP cuts time: day or week buckets from today, over `horizon_days`."""
+
+    bucket: Literal["day", "week"] = "day"
+    horizon_days: int = Field(default=56, ge=1, le=3650)
+
+    @property
+    def bucket_days(self) -> int:
+        """Days per bucket."""
+        return 7 if self.bucket == "week" else 1
+
+    @property
+    def bucket_count(self) -> int:
+        """Buckets in the horizon (a partial last bucket counts whole)."""
+        return -(-self.horizon_days // self.bucket_days)
+
+
 class PlantData(_Model):
     """The whole plant file."""
 
@@ -178,6 +252,7 @@ class PlantData(_Model):
     customers: list[Customer] = Field(default_factory=list)
     sales_orders: list[SalesOrder] = Field(default_factory=list)
     work_orders: list[WorkOrderSpec] = Field(default_factory=list)
+    planning: PlanningSettings = PlanningSettings()
 
     def org_nodes(self) -> list[OrgNode]:
         """The equipment hierarchy, parents before children."""
@@ -288,6 +363,9 @@ def _cross_check(data: PlantData) -> Iterable[tuple[str, str]]:
                 yield f"sales_orders[{i}].lines[{j}].item", f"unknown item {line.item!r}"
         for number in _duplicates(str(line.line) for line in order.lines):
             yield f"sales_orders[{i}].lines", f"line {number} listed twice"
+    for i, item in enumerate(data.items):
+        if item.planning.source == "make" and item.kind == "raw":
+            yield f"items[{i}].planning.source", f"raw item {item.sku!r} cannot be made (buy)"
     for i, wo in enumerate(data.work_orders):
         if wo.item not in items:
             yield f"work_orders[{i}].item", f"unknown item {wo.item!r}"

@@ -234,3 +234,89 @@ class NodeHistory(_Row):
     as_of: UtcTime
     """The time the durations of the periods still open run to."""
     changes: list[NodeChangeRow]
+
+
+# --- MRP (the latest run's result) ------------------------------------------------------------
+
+
+class _MrpRow(_Row):
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+
+class MrpRunRow(_MrpRow):
+    """An MRP run: what it planned from, how long it took, what it found."""
+
+    id: int
+    kind: str
+    """regenerative (every item) or net-change (the changed items and what they feed)."""
+    started_at: UtcTime
+    finished_at: UtcTime
+    duration_ms: Dec
+    plan_start: date
+    """The first day of bucket 1 (the run's date); bucket 0 is past due."""
+    bucket_days: int
+    bucket_count: int
+    items: int
+    items_planned: int
+    planned_orders: int
+    pegs: int
+    exceptions: int
+    beyond_horizon: int
+    """Demands and receipts dated past the horizon, left out of the plan."""
+
+
+class PlannedOrderRow(_MrpRow):
+    """A planned order of the latest run: make (a work order) or buy (a purchase order)."""
+
+    id: str
+    item: str
+    kind: str
+    """make | buy"""
+    quantity: Dec
+    due_date: date
+    """The first day of the bucket it must be received in."""
+    release_date: date
+    """The first day of the bucket it must be released in; past_due: before the plan start."""
+    past_due: bool
+
+
+class MrpExceptionRow(_MrpRow):
+    """An action message of the latest run."""
+
+    kind: str
+    """expedite | defer | cancel | past-due"""
+    item: str
+    order: str
+    """The scheduled receipt (work order) or planned order it is about."""
+    bucket_date: date
+    """The date of the bucket the order is in now (the day before the plan start: past due)."""
+    to_date: date | None
+    """Where an expedite or defer should move it."""
+    quantity: Dec
+
+
+class DemandSourceRow(_MrpRow):
+    """An independent demand a peg serves in the end (a sales order line, safety stock …)."""
+
+    item: str
+    demand: str
+    """SO-1001/1 for a sales order line; safety-stock, negative-on-hand, a work order."""
+    kind: str
+
+
+class PegRow(_MrpRow):
+    """`quantity` of the supply serves `demand` of `item`, and through it `serves`."""
+
+    item: str
+    demand: str
+    quantity: Dec
+    serves: list[DemandSourceRow]
+
+
+class PeggingRow(_MrpRow):
+    """A supply of the latest run traced to the independent demands it serves."""
+
+    run: int
+    item: str
+    supply: str
+    pegs: list[PegRow]

@@ -7,7 +7,9 @@ worker thread, never concurrently.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -15,7 +17,7 @@ from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
-from taktline_cloud.errors import Conflict, Invalid, NotFound
+from taktline_cloud.errors import CloudError, Conflict, Invalid, NotFound
 from taktline_cloud.events import (
     MACHINE_UPDATED,
     NODE_UPDATED,
@@ -40,8 +42,23 @@ from taktline_cloud.inventory.balances import Balance
 from taktline_cloud.inventory.ledger import BalanceKey, Move
 from taktline_cloud.inventory.quantities import canonical, display, plain
 from taktline_cloud.inventory.reservations import Reservation, SalesLineRef, parse_demand
-from taktline_cloud.masterdata import load_plant
+from taktline_cloud.masterdata import PlantData, load_plant
 from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
+from taktline_cloud.planning.bom import PlanningError
+from taktline_cloud.planning.buckets import PAST_DUE, Buckets
+from taktline_cloud.planning.mrp import ReceiptKind, ScheduledReceipt, net_change, regenerate
+from taktline_cloud.planning_runs import (
+    NET_CHANGE,
+    PLANNER_LOCK,
+    REGENERATIVE,
+    StoredRun,
+    affected_items,
+    buckets_for,
+    copy_data,
+    planning_data,
+    run_row,
+    store_plan,
+)
 from taktline_cloud.production.counters import checkpoint_holds, count_window
 from taktline_cloud.production.posting import (
     BACKFLUSH,
@@ -58,10 +75,16 @@ from taktline_cloud.readmodels import (
     MAX_NODE_CHANGES,
     BalanceRow,
     Dashboard,
+    DemandSourceRow,
     LedgerRow,
     MachineRow,
+    MrpExceptionRow,
+    MrpRunRow,
     NodeHistory,
     NodeRow,
+    PeggingRow,
+    PegRow,
+    PlannedOrderRow,
     PlantRow,
     PromiseRow,
     ReservationRow,
@@ -81,12 +104,20 @@ from taktline_contract.metrics import (
     TEMPERATURE,
 )
 
+log = logging.getLogger(__name__)
+
 OPENING_REFERENCE = "OPENING"
 _FIRST_WORK_ORDER = 1001
 _WORK_ORDER_NUMBER = re.compile(r"^WO-(\d+)$")
 _PROGRESS_STEP = Decimal("0.001")
 _MAX_LEDGER_LIMIT = 10_000
 _NUMBER = re.compile(r"^\S{1,64}$")
+_MRP_RECEIPT_STATUSES = (
+    WorkOrderStatus.RELEASED,
+    WorkOrderStatus.DISPATCHED,
+    WorkOrderStatus.RUNNING,
+    WorkOrderStatus.HELD,
+)
 _FINISHED = frozenset({WorkOrderStatus.COMPLETED, WorkOrderStatus.ABORTED, WorkOrderStatus.CLOSED})
 
 
@@ -264,6 +295,7 @@ class PlantService:
                 tx.upsert_line(plant_code, ref, line.work_centre.code)
             for parent, entries in plant.boms.items():
                 tx.replace_bom(parent, [BomLine(e.component, e.quantity) for e in entries])
+            self._store_planning(tx, plant)
             for customer in plant.customers:
                 tx.upsert_customer(customer.code, customer.name)
             self._model = None
@@ -321,6 +353,7 @@ class PlantService:
         if not batch:
             return []
         changes = _Changes(self._now())
+        posted_items: set[str] = set()
         with self._db.transaction() as tx:
             if tx.insert_samples(batch) == 0:
                 return []  # all seen before: nothing can have changed
@@ -345,12 +378,15 @@ class PlantService:
                     if wo.completed_at is None or wo.completed_at >= earliest
                 ]
                 posted = self._post_all(tx, model, owners, changes, _earliest(batch))
+                posted_items.update(wo.item for wo in posted)
                 running = self._running(tx, model, changes.now)
                 for wo in posted:
                     current = running.get(wo.number)
                     rate = current.rate if current else None
                     changes.work_order(self._wo_row(wo, rate, changes.now))
                 self._promise(tx, model, running, changes)
+        if posted_items:
+            self._mrp_after_posting(posted_items)
         return self._done(changes)
 
     def refresh(self) -> list[Event]:
@@ -1008,6 +1044,218 @@ class PlantService:
                 as_of=as_of,
             )
         return NodeHistory(edge_node=edge_node, device=device, as_of=as_of, changes=changes)
+
+    # --- MRP -----------------------------------------------------------------------------------
+
+    _mrp_last: StoredRun | None = None
+    """The latest run this service made (a net-change run goes on from it)."""
+
+    def _store_planning(self, tx: Session, plant: PlantData) -> None:
+        """Item planning data, BOM scrap and MRP buckets from the plant file (idempotent)."""
+        boms = plant.boms
+        for item in plant.items:
+            spec = item.planning
+            lot = spec.lot_size
+            source = spec.source or ("make" if boms.get(item.sku) else "buy")
+            tx.upsert_item_planning(
+                item.sku,
+                lead_time_days=spec.lead_time_days,
+                safety_stock=spec.safety_stock,
+                lot_rule=lot.rule,
+                lot_quantity=lot.quantity,
+                lot_minimum=lot.minimum,
+                lot_multiple=lot.multiple,
+                lot_periods=lot.periods,
+                source=source,
+            )
+        for parent, entries in boms.items():
+            for entry in entries:
+                tx.set_bom_scrap(parent, entry.component, entry.scrap)
+        settings = plant.planning
+        tx.set_mrp_settings(
+            plant.organisation.plant.code, settings.bucket_days, settings.horizon_days
+        )
+
+    def _mrp_receipts(
+        self, tx: Session, model: PlantModel, now: datetime
+    ) -> list[ScheduledReceipt]:
+        """Open work orders' remaining quantity at their projected completion: a running one at
+        its line's measured rate, one not running (yet) at the line's standard rate from now."""
+        receipts = []
+        for wo in tx.work_orders(_MRP_RECEIPT_STATUSES):
+            line = model.lines.get(wo.line)
+            if line is None or wo.remaining <= 0:
+                continue
+            per_hour = line.standard_rate_per_hour
+            if wo.status is WorkOrderStatus.RUNNING and wo.started_at is not None:
+                measured = self._rate(tx, model, wo, now).per_hour
+                if measured > 0:
+                    per_hour = measured
+            due = now + time_to_make(wo.remaining, per_hour)
+            receipts.append(
+                ScheduledReceipt(
+                    wo.number, wo.item, due.date(), wo.remaining, ReceiptKind.WORK_ORDER
+                )
+            )
+        return receipts
+
+    def _mrp_buckets(self, tx: Session, model: PlantModel, now: datetime) -> Buckets:
+        bucket_days, horizon_days = tx.mrp_settings(model.code)
+        return buckets_for(now.date(), bucket_days, horizon_days)
+
+    def _lock_planner(self, tx: Session) -> None:
+        if not tx.take_planner_lock(PLANNER_LOCK):
+            raise Conflict("an MRP run is in progress; try again when it has finished")
+
+    def run_mrp(self) -> tuple[MrpRunRow, list[Event]]:
+        """A regenerative MRP run on the plant's data now; it replaces the latest result.
+
+        One transaction holds the planner lock (Conflict when another run holds it), reads the
+        inputs, plans and stores, so the result is the plan of the data it read.
+        """
+        started_clock = time.perf_counter()
+        now = self._now()
+        with self._db.transaction() as tx:
+            self._lock_planner(tx)
+            model = self._require_plant(tx)
+            buckets = self._mrp_buckets(tx, model, now)
+            data = planning_data(tx, model, buckets, self._mrp_receipts(tx, model, now))
+            try:
+                plan = regenerate(data)
+            except PlanningError as exc:
+                raise Invalid(f"MRP cannot plan: {exc}") from exc
+            stored = store_plan(
+                tx, plan, data, kind=REGENERATIVE, started_at=now, started_clock=started_clock
+            )
+        self._mrp_last = stored
+        return stored.row, []
+
+    def _mrp_net_change(self, items: Iterable[str]) -> MrpRunRow | None:
+        """After a posting: re-plan the items it changed if this service holds the latest plan
+        and the buckets still fit (same day); otherwise nothing (the next run sees it all)."""
+        last = self._mrp_last
+        if last is None:
+            return None
+        started_clock = time.perf_counter()
+        now = self._now()
+        with self._db.transaction() as tx:
+            if not tx.take_planner_lock(PLANNER_LOCK):
+                return None  # a run in progress plans from the data as it finds it
+            model = self._require_plant(tx)
+            latest = tx.mrp_run()
+            if latest is None or int(latest[0]) != last.row.id:
+                return None  # another process planned since: its plan is not in memory here
+            buckets = self._mrp_buckets(tx, model, now)
+            if buckets != last.data.buckets:
+                return None
+            changed = sorted(affected_items(model, items) & set(last.data.items))
+            receipts = self._mrp_receipts(tx, model, now)
+            available = tx.available_by_item()
+            data = copy_data(last.data)
+            for item in changed:
+                data.set_on_hand(item, available.get(item, Decimal(0)))
+                data.set_receipts(item, [r for r in receipts if r.item == item])
+            plan = net_change(last.plan, data, changed)
+            stored = store_plan(
+                tx, plan, data, kind=NET_CHANGE, started_at=now, started_clock=started_clock
+            )
+        self._mrp_last = stored
+        return stored.row
+
+    def _mrp_after_posting(self, items: Iterable[str]) -> None:
+        """The net-change hook of a posted count: the posting is committed whatever MRP does."""
+        try:
+            self._mrp_net_change(items)
+        except (CloudError, PlanningError):
+            log.exception("net-change MRP after a posting failed; the next run re-plans")
+
+    def mrp_latest_run(self) -> MrpRunRow:
+        """The latest run's summary; NotFound before the first run."""
+        with self._db.transaction(write=False) as tx:
+            stored = tx.mrp_run()
+        if stored is None:
+            raise NotFound("no MRP run yet: POST /api/mrp/runs to plan")
+        return run_row(stored)
+
+    def _require_mrp_run(self, tx: Session) -> None:
+        if tx.mrp_run() is None:
+            raise NotFound("no MRP run yet: POST /api/mrp/runs to plan")
+
+    def _check_mrp_item(self, tx: Session, item: str | None) -> None:
+        if item is not None and item not in self._require_plant(tx).items:
+            raise NotFound(f"no item {item!r}")
+
+    def mrp_planned_orders(
+        self, item: str | None = None, kind: str | None = None
+    ) -> list[PlannedOrderRow]:
+        """The latest run's planned orders (of one item, make or buy), by item and due date."""
+        if kind is not None and kind not in ("make", "buy"):
+            raise Invalid(f"kind must be make or buy, got {kind!r}")
+        with self._db.transaction(write=False) as tx:
+            self._check_mrp_item(tx, item)
+            self._require_mrp_run(tx)
+            rows = tx.mrp_planned_orders(item, kind)
+        return [
+            PlannedOrderRow(
+                id=order_id,
+                item=order_item,
+                kind=source,
+                quantity=canonical(quantity),
+                due_date=due_date,
+                release_date=release_date,
+                past_due=release == PAST_DUE,
+            )
+            for order_id, order_item, source, quantity, _, release, due_date, release_date in rows
+        ]
+
+    def mrp_exceptions(self, item: str | None = None) -> list[MrpExceptionRow]:
+        """The latest run's action messages (of one item), by item in the run's order."""
+        with self._db.transaction(write=False) as tx:
+            self._check_mrp_item(tx, item)
+            self._require_mrp_run(tx)
+            rows = tx.mrp_exceptions(item)
+        return [
+            MrpExceptionRow(
+                kind=kind,
+                item=row_item,
+                order=order,
+                bucket_date=bucket_date,
+                to_date=to_date,
+                quantity=canonical(quantity),
+            )
+            for kind, row_item, order, _, bucket_date, _, to_date, quantity in rows
+        ]
+
+    def mrp_pegging(self, supply: str, item: str | None = None) -> PeggingRow:
+        """What one supply of the latest run (a planned order, a work order, on-hand of an item)
+        serves: its pegs, each traced up the BOM to the independent demands behind it."""
+        if not supply:
+            raise Invalid("supply must not be empty")
+        with self._db.transaction(write=False) as tx:
+            self._check_mrp_item(tx, item)
+            stored = tx.mrp_run()
+            if stored is None:
+                raise NotFound("no MRP run yet: POST /api/mrp/runs to plan")
+            pegs = tx.mrp_pegs_of_supply(supply, item)
+            items = sorted({peg_item for peg_item, _, _ in pegs})
+            if not pegs:
+                where = f" of item {item!r}" if item is not None else ""
+                raise NotFound(f"supply {supply!r}{where} serves nothing in MRP run {stored[0]}")
+            if len(items) > 1:
+                raise Invalid(f"supply {supply!r} is a supply of {', '.join(items)}: name the item")
+            rows = [
+                PegRow(
+                    item=peg_item,
+                    demand=demand,
+                    quantity=canonical(quantity),
+                    serves=[
+                        DemandSourceRow(item=source_item, demand=source, kind=kind)
+                        for source_item, source, kind in tx.mrp_demand_sources(peg_item, demand)
+                    ],
+                )
+                for peg_item, demand, quantity in pegs
+            ]
+        return PeggingRow(run=int(stored[0]), item=items[0], supply=supply, pegs=rows)
 
 
 def _earliest(samples: Iterable[Sample]) -> dict[LatestKey, datetime]:

@@ -9,8 +9,10 @@ from fastapi import FastAPI
 from taktline_cloud.api import (
     dead_letters,
     live,
+    mrp,
     nodes,
     plant,
+    purchasing,
     sales,
     stock,
     trends,
@@ -24,6 +26,7 @@ __all__ = ["ApiContext", "Context", "HostProbe", "Hub", "Service", "install_api"
 
 def install_api(app: FastAPI) -> None:
     """Add the REST routes, the websocket and the error mapping to `app`."""
-    for module in (plant, nodes, work_orders, stock, sales, live, dead_letters, trends):
+    for module in (plant, nodes, work_orders, stock, sales, live, dead_letters, trends, purchasing):
         app.include_router(module.router)
+    app.include_router(mrp.router)
     install_error_handlers(app)

@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from taktline_cloud.historian.dead_letters import DeadLetterStore
 from taktline_cloud.live.gateway import ServiceGateway
 from taktline_cloud.live.hub import LiveHub
+from taktline_cloud.purchasing_service import PurchasingService
 
 
 class HostProbe(Protocol):
@@ -34,6 +35,8 @@ class ApiContext:
     ws_send_timeout_s: float = 10.0
     dead_letters: DeadLetterStore | None = None
     """Rejected MQTT messages (use through `gateway.worker`, like the service)."""
+    purchasing: PurchasingService | None = None
+    """Purchasing (use through `gateway.worker`: one thread uses the database connection)."""
 
 
 def api_context(connection: HTTPConnection) -> ApiContext:

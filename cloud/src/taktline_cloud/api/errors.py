@@ -1,4 +1,4 @@
-"""Domain errors → HTTP: NotFound 404, Conflict 409, Invalid 422, StorageError 503.
+"""Domain errors → HTTP: NotFound 404, Forbidden 403, Conflict 409, Invalid 422, StorageError 503.
 
 The body is always ``{"detail": "<the domain's message>"}``, the message the domain wrote for a
 person to read (it names the work order, the item, the transition).
@@ -11,12 +11,20 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from taktline_cloud.errors import CloudError, Conflict, Invalid, NotFound, StorageError
+from taktline_cloud.errors import (
+    CloudError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
 
 STATUS_OF: dict[type[CloudError], int] = {
     NotFound: 404,
+    Forbidden: 403,
     Conflict: 409,
     Invalid: 422,
     StorageError: 503,

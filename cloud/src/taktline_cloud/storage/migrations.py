@@ -481,6 +481,226 @@ def _v6_reservations(m: Migrator) -> None:
         )
 
 
+def _v7_mrp(m: Migrator) -> None:
+    """Item planning data, BOM scrap, MRP buckets, and the latest MRP run's result.
+
+    Runs keep their summary rows; planned orders, pegs, exceptions and the demands each peg
+    traces to hold only the latest run (a run replaces them in its transaction).
+    (Re-applied over a schema_version rolled back by hand, it adds nothing.)
+    """
+    d = m.dialect
+    dec, ts, day, n = d.decimal, d.timestamp, d.date, d.number
+    zero = "0" if d.backend == "postgresql" else "'0'"
+    if "scrap" not in _columns(m, "bom_lines"):
+        m.execute(
+            f"ALTER TABLE bom_lines ADD COLUMN scrap {dec} NOT NULL DEFAULT {zero}"
+            f" CONSTRAINT bom_lines_scrap_not_negative CHECK ({n('scrap')} >= 0)"
+        )
+    plants = _columns(m, "plants")
+    for column, default in (("mrp_bucket_days", 1), ("mrp_horizon_days", 56)):
+        if column not in plants:
+            m.execute(
+                f"ALTER TABLE plants ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"
+                f" CONSTRAINT plants_{column}_positive CHECK ({column} > 0)"
+            )
+    statements = [
+        f"""CREATE TABLE IF NOT EXISTS item_planning (
+            item TEXT NOT NULL REFERENCES items (sku),
+            lead_time_days INTEGER NOT NULL,
+            safety_stock {dec} NOT NULL,
+            lot_rule TEXT NOT NULL,
+            lot_quantity {dec},
+            lot_minimum {dec},
+            lot_multiple {dec},
+            lot_periods INTEGER,
+            source TEXT NOT NULL,
+            CONSTRAINT item_planning_key PRIMARY KEY (item),
+            CONSTRAINT item_planning_lead_time_not_negative CHECK (lead_time_days >= 0),
+            CONSTRAINT item_planning_safety_stock_not_negative CHECK ({n("safety_stock")} >= 0),
+            CONSTRAINT item_planning_lot_rule_valid CHECK (lot_rule IN
+                ('lot-for-lot', 'fixed', 'min-multiple', 'periods-of-supply')),
+            CONSTRAINT item_planning_source_valid CHECK (source IN ('make', 'buy'))
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS mrp_runs (
+            id {d.id_key},
+            kind TEXT NOT NULL,
+            started_at {ts} NOT NULL,
+            finished_at {ts} NOT NULL,
+            plan_start {day} NOT NULL,
+            bucket_days INTEGER NOT NULL,
+            bucket_count INTEGER NOT NULL,
+            items INTEGER NOT NULL,
+            items_planned INTEGER NOT NULL,
+            planned_orders INTEGER NOT NULL,
+            pegs INTEGER NOT NULL,
+            exceptions INTEGER NOT NULL,
+            beyond_horizon INTEGER NOT NULL,
+            CONSTRAINT mrp_runs_kind_valid CHECK (kind IN ('regenerative', 'net-change'))
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS mrp_planned_orders (
+            id TEXT NOT NULL,
+            run INTEGER NOT NULL,
+            item TEXT NOT NULL REFERENCES items (sku),
+            source TEXT NOT NULL,
+            quantity {dec} NOT NULL,
+            due_bucket INTEGER NOT NULL,
+            release_bucket INTEGER NOT NULL,
+            due_date {day} NOT NULL,
+            release_date {day} NOT NULL,
+            CONSTRAINT mrp_planned_orders_key PRIMARY KEY (id),
+            CONSTRAINT mrp_planned_orders_source_valid CHECK (source IN ('make', 'buy'))
+        )""",
+        "CREATE INDEX IF NOT EXISTS mrp_planned_orders_item ON mrp_planned_orders (item, id)",
+        f"""CREATE TABLE IF NOT EXISTS mrp_pegs (
+            run INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            item TEXT NOT NULL REFERENCES items (sku),
+            supply TEXT NOT NULL,
+            demand TEXT NOT NULL,
+            quantity {dec} NOT NULL,
+            CONSTRAINT mrp_pegs_key PRIMARY KEY (item, position)
+        )""",
+        "CREATE INDEX IF NOT EXISTS mrp_pegs_supply ON mrp_pegs (supply, item)",
+        f"""CREATE TABLE IF NOT EXISTS mrp_exceptions (
+            run INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            item TEXT NOT NULL REFERENCES items (sku),
+            order_ref TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            bucket_date {day} NOT NULL,
+            to_bucket INTEGER,
+            to_date {day},
+            quantity {dec} NOT NULL,
+            CONSTRAINT mrp_exceptions_key PRIMARY KEY (item, position)
+        )""",
+        """CREATE TABLE IF NOT EXISTS mrp_demand_sources (
+            run INTEGER NOT NULL,
+            item TEXT NOT NULL,
+            demand TEXT NOT NULL,
+            source_item TEXT NOT NULL,
+            source_demand TEXT NOT NULL,
+            source_kind TEXT NOT NULL,
+            CONSTRAINT mrp_demand_sources_key
+                PRIMARY KEY (item, demand, source_item, source_demand)
+        )""",
+    ]
+    for statement in statements:
+        m.execute(statement)
+
+
+def _v8_purchasing(m: Migrator) -> None:
+    """Suppliers and what they sell, purchase orders with their lines, the supplier's
+    confirmations (every one kept, a row per line) and the receipts into lots.
+
+    A receipt names the stock move it booked, so the ledger and the order agree on what came.
+    (Re-applied over a schema_version rolled back by hand, it adds nothing.)
+    """
+    d = m.dialect
+    dec, ts, day, n = d.decimal, d.timestamp, d.date, d.number
+    statuses = (
+        "'draft', 'sent', 'confirmed', 'changed', 'partially-received', 'received', 'closed',"
+        " 'cancelled'"
+    )
+    statements = [
+        f"""CREATE TABLE IF NOT EXISTS supplier (
+            code TEXT NOT NULL,
+            name TEXT NOT NULL,
+            lead_days INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            over_receipt_tolerance {dec} NOT NULL,
+            CONSTRAINT supplier_key PRIMARY KEY (code),
+            CONSTRAINT supplier_lead_days_not_negative CHECK (lead_days >= 0),
+            CONSTRAINT supplier_tolerance_not_negative
+                CHECK ({n("over_receipt_tolerance")} >= 0)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS supplier_item (
+            supplier TEXT NOT NULL REFERENCES supplier (code),
+            item TEXT NOT NULL REFERENCES items (sku),
+            unit_price {dec} NOT NULL,
+            minimum {dec} NOT NULL,
+            pack_size {dec} NOT NULL,
+            lead_days INTEGER,
+            preferred BOOLEAN NOT NULL,
+            CONSTRAINT supplier_item_key PRIMARY KEY (supplier, item),
+            CONSTRAINT supplier_item_price_not_negative CHECK ({n("unit_price")} >= 0),
+            CONSTRAINT supplier_item_minimum_not_negative CHECK ({n("minimum")} >= 0),
+            CONSTRAINT supplier_item_pack_not_negative CHECK ({n("pack_size")} >= 0),
+            CONSTRAINT supplier_item_lead_days_not_negative
+                CHECK (lead_days IS NULL OR lead_days >= 0)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS purchase_order (
+            number TEXT NOT NULL,
+            supplier TEXT NOT NULL REFERENCES supplier (code),
+            currency TEXT NOT NULL,
+            status TEXT NOT NULL,
+            order_date {day} NOT NULL,
+            over_receipt_tolerance {dec} NOT NULL,
+            created_at {ts} NOT NULL,
+            sent_at {ts},
+            confirmed_at {ts},
+            closed_at {ts},
+            CONSTRAINT purchase_order_key PRIMARY KEY (number),
+            CONSTRAINT purchase_order_status_valid CHECK (status IN ({statuses})),
+            CONSTRAINT purchase_order_tolerance_not_negative
+                CHECK ({n("over_receipt_tolerance")} >= 0)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS po_line (
+            po TEXT NOT NULL REFERENCES purchase_order (number),
+            line INTEGER NOT NULL,
+            item TEXT NOT NULL REFERENCES items (sku),
+            quantity {dec} NOT NULL,
+            unit_price {dec} NOT NULL,
+            needed {day} NOT NULL,
+            requisition TEXT NOT NULL,
+            requested {dec} NOT NULL,
+            planned_order TEXT,
+            pegged TEXT NOT NULL,
+            confirmed_date {day},
+            confirmed_quantity {dec},
+            CONSTRAINT po_line_key PRIMARY KEY (po, line),
+            CONSTRAINT po_line_quantity_positive CHECK ({n("quantity")} > 0),
+            CONSTRAINT po_line_requested_positive CHECK ({n("requested")} > 0),
+            CONSTRAINT po_line_price_not_negative CHECK ({n("unit_price")} >= 0),
+            CONSTRAINT po_line_confirmed_not_negative
+                CHECK (confirmed_quantity IS NULL OR {n("confirmed_quantity")} >= 0)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS po_receipt (
+            id {d.id_key},
+            po TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            lot TEXT NOT NULL,
+            quantity {dec} NOT NULL,
+            location TEXT NOT NULL REFERENCES locations (code),
+            stock_move BIGINT NOT NULL REFERENCES stock_moves (id),
+            received_at {ts} NOT NULL,
+            CONSTRAINT po_receipt_line FOREIGN KEY (po, line) REFERENCES po_line (po, line),
+            CONSTRAINT po_receipt_quantity_positive CHECK ({n("quantity")} > 0),
+            CONSTRAINT po_receipt_lot_not_empty CHECK (lot <> '')
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS po_confirmation (
+            id {d.id_key},
+            po TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            confirmation INTEGER NOT NULL,
+            confirmed_by TEXT NOT NULL,
+            confirmed_at {ts} NOT NULL,
+            previous_date {day} NOT NULL,
+            confirmed_date {day} NOT NULL,
+            previous_quantity {dec} NOT NULL,
+            confirmed_quantity {dec} NOT NULL,
+            CONSTRAINT po_confirmation_line FOREIGN KEY (po, line) REFERENCES po_line (po, line),
+            CONSTRAINT po_confirmation_once_per_line UNIQUE (po, confirmation, line),
+            CONSTRAINT po_confirmation_quantity_not_negative
+                CHECK ({n("confirmed_quantity")} >= 0)
+        )""",
+        "CREATE INDEX IF NOT EXISTS purchase_order_supplier ON purchase_order (supplier, status)",
+        "CREATE INDEX IF NOT EXISTS po_receipt_po_line ON po_receipt (po, line, id)",
+    ]
+    for statement in statements:
+        m.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "master data, samples, work orders, ledger, promises", _v1_core_schema),
     Migration(2, "counter checkpoints: posting reads only new readings", _v2_counter_checkpoints),
@@ -488,4 +708,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "1-minute and 1-hour rollups of numeric samples", _v4_rollups),
     Migration(5, "node history: online/offline changes of nodes and devices", _v5_node_history),
     Migration(6, "reservations, negative-stock rule, moving-average valuation", _v6_reservations),
+    Migration(7, "item planning data, BOM scrap, MRP runs and their result", _v7_mrp),
+    Migration(8, "purchasing: suppliers, orders, confirmations, receipts", _v8_purchasing),
 )

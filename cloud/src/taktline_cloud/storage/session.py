@@ -1083,3 +1083,272 @@ class Session:
             )
             for r in self._x.query(statement, (*params, limit))
         ]
+
+    # --- MRP: planning data and the latest run's result ------------------------------------
+
+    def upsert_item_planning(
+        self,
+        item: str,
+        *,
+        lead_time_days: int,
+        safety_stock: Decimal,
+        lot_rule: str,
+        lot_quantity: Decimal | None,
+        lot_minimum: Decimal | None,
+        lot_multiple: Decimal | None,
+        lot_periods: int | None,
+        source: str,
+    ) -> None:
+        """Insert or update an item's planning data (lead time, safety stock, lot size, source)."""
+        self._x.execute(
+            "INSERT INTO item_planning (item, lead_time_days, safety_stock, lot_rule,"
+            " lot_quantity, lot_minimum, lot_multiple, lot_periods, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item) DO UPDATE SET"
+            " lead_time_days = excluded.lead_time_days, safety_stock = excluded.safety_stock,"
+            " lot_rule = excluded.lot_rule, lot_quantity = excluded.lot_quantity,"
+            " lot_minimum = excluded.lot_minimum, lot_multiple = excluded.lot_multiple,"
+            " lot_periods = excluded.lot_periods, source = excluded.source",
+            (
+                item,
+                lead_time_days,
+                safety_stock,
+                lot_rule,
+                lot_quantity,
+                lot_minimum,
+                lot_multiple,
+                lot_periods,
+                source,
+            ),
+        )
+
+    def item_planning(
+        self,
+    ) -> dict[
+        str,
+        tuple[int, Decimal, str, Decimal | None, Decimal | None, Decimal | None, int | None, str],
+    ]:
+        """Per item: (lead time days, safety stock, lot rule, lot quantity, minimum, multiple,
+        periods, source), as stored by `upsert_item_planning`."""
+        return {
+            r[0]: (
+                int(r[1]),
+                to_decimal(r[2]),
+                str(r[3]),
+                None if r[4] is None else to_decimal(r[4]),
+                None if r[5] is None else to_decimal(r[5]),
+                None if r[6] is None else to_decimal(r[6]),
+                None if r[7] is None else int(r[7]),
+                str(r[8]),
+            )
+            for r in self._x.query(
+                "SELECT item, lead_time_days, safety_stock, lot_rule, lot_quantity, lot_minimum,"
+                " lot_multiple, lot_periods, source FROM item_planning ORDER BY item"
+            )
+        }
+
+    def set_bom_scrap(self, parent: str, component: str, scrap: Decimal) -> None:
+        """The scrap factor of one BOM line (the line exists: `replace_bom` wrote it)."""
+        self._x.execute(
+            "UPDATE bom_lines SET scrap = ? WHERE parent = ? AND component = ?",
+            (scrap, parent, component),
+        )
+
+    def bom_scrap(self) -> dict[tuple[str, str], Decimal]:
+        """The scrap factor of every BOM line by (parent, component)."""
+        return {
+            (r[0], r[1]): to_decimal(r[2])
+            for r in self._x.query("SELECT parent, component, scrap FROM bom_lines")
+        }
+
+    def set_mrp_settings(self, plant: str, bucket_days: int, horizon_days: int) -> None:
+        """How MRP cuts time for the plant."""
+        self._x.execute(
+            "UPDATE plants SET mrp_bucket_days = ?, mrp_horizon_days = ? WHERE code = ?",
+            (bucket_days, horizon_days, plant),
+        )
+
+    def mrp_settings(self, plant: str) -> tuple[int, int]:
+        """(bucket days, horizon days) of the plant."""
+        rows = self._x.query(
+            "SELECT mrp_bucket_days, mrp_horizon_days FROM plants WHERE code = ?", (plant,)
+        )
+        if not rows:
+            raise StorageError(f"no plant {plant!r}")
+        return int(rows[0][0]), int(rows[0][1])
+
+    def available_by_item(self) -> dict[str, Decimal]:
+        """On hand minus reserved per item over the internal locations (summed in Python:
+        SQLite holds decimals as text)."""
+        available: dict[str, Decimal] = {}
+        for item, on_hand, reserved in self._x.query(
+            "SELECT b.item, b.on_hand, b.reserved FROM stock_balances b"
+            " JOIN locations l ON l.code = b.location WHERE l.kind = 'internal'"
+        ):
+            available[item] = (
+                available.get(item, Decimal(0)) + to_decimal(on_hand) - to_decimal(reserved)
+            )
+        return available
+
+    def take_planner_lock(self, key: int) -> bool:
+        """Take the planner lock for this transaction; False when another planner holds it.
+
+        PostgreSQL: a transaction-level advisory lock (released at commit or rollback).
+        SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer.
+        """
+        if self._x.dialect.backend != "postgresql":
+            return True
+        return bool(self._x.query("SELECT pg_try_advisory_xact_lock(?)", (key,))[0][0])
+
+    def replace_mrp_result(
+        self,
+        run: Sequence[object],
+        planned_orders: Sequence[Sequence[object]],
+        pegs: Sequence[Sequence[object]],
+        exceptions: Sequence[Sequence[object]],
+        sources: Sequence[Sequence[object]],
+        *,
+        keep_runs: int = 1000,
+    ) -> int:
+        """Store a run and make its rows the only result rows; the run's id. Summaries of all
+        but the latest `keep_runs` runs are deleted.
+
+        `run`: (kind, started_at, finished_at, plan_start, bucket_days, bucket_count, items,
+        items_planned, planned_orders, pegs, exceptions, beyond_horizon); the row sequences
+        follow the columns of their tables after `run`.
+        """
+        inserted = self._x.query(
+            "INSERT INTO mrp_runs (kind, started_at, finished_at, plan_start, bucket_days,"
+            " bucket_count, items, items_planned, planned_orders, pegs, exceptions,"
+            " beyond_horizon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            run,
+        )
+        run_id = int(inserted[0][0])
+        # Net change runs after every posting: keep the summaries of the latest runs only.
+        self._x.execute("DELETE FROM mrp_runs WHERE id <= ?", (run_id - keep_runs,))
+        for table in ("mrp_planned_orders", "mrp_pegs", "mrp_exceptions", "mrp_demand_sources"):
+            self._x.execute(f"DELETE FROM {table}")
+        for table, columns, rows in (
+            (
+                "mrp_planned_orders",
+                "id, item, source, quantity, due_bucket, release_bucket, due_date, release_date",
+                planned_orders,
+            ),
+            ("mrp_pegs", "item, position, supply, demand, quantity", pegs),
+            (
+                "mrp_exceptions",
+                "item, position, kind, order_ref, bucket, bucket_date, to_bucket, to_date,"
+                " quantity",
+                exceptions,
+            ),
+            (
+                "mrp_demand_sources",
+                "item, demand, source_item, source_demand, source_kind",
+                sources,
+            ),
+        ):
+            if rows:
+                marks = ", ".join("?" for _ in range(columns.count(",") + 2))
+                self._x.executemany(
+                    f"INSERT INTO {table} (run, {columns}) VALUES ({marks})",
+                    [(run_id, *row) for row in rows],
+                )
+        return run_id
+
+    def mrp_run(self, run_id: int | None = None) -> tuple[Any, ...] | None:
+        """The columns of `mrp_runs` of one run (None: the latest), or None."""
+        statement = (
+            "SELECT id, kind, started_at, finished_at, plan_start, bucket_days, bucket_count,"
+            " items, items_planned, planned_orders, pegs, exceptions, beyond_horizon"
+            " FROM mrp_runs"
+        )
+        if run_id is None:
+            rows = self._x.query(statement + " ORDER BY id DESC LIMIT 1")
+        else:
+            rows = self._x.query(statement + " WHERE id = ?", (run_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return (int(r[0]), r[1], to_datetime(r[2]), to_datetime(r[3]), to_date(r[4]), *r[5:])
+
+    def mrp_planned_orders(
+        self, item: str | None = None, source: str | None = None
+    ) -> list[tuple[str, str, str, Decimal, int, int, date, date]]:
+        """(id, item, source, quantity, due bucket, release bucket, due date, release date) of
+        the latest run's planned orders, by item and due bucket."""
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("item", item), ("source", source)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        statement = (
+            "SELECT id, item, source, quantity, due_bucket, release_bucket, due_date,"
+            " release_date FROM mrp_planned_orders"
+        )
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        return [
+            (
+                r[0],
+                r[1],
+                r[2],
+                to_decimal(r[3]),
+                int(r[4]),
+                int(r[5]),
+                to_date(r[6]),
+                to_date(r[7]),
+            )
+            for r in self._x.query(statement + " ORDER BY item, due_bucket, id", params)
+        ]
+
+    def mrp_exceptions(
+        self, item: str | None = None
+    ) -> list[tuple[str, str, str, int, date, int | None, date | None, Decimal]]:
+        """(kind, item, order, bucket, bucket date, to bucket, to date, quantity) of the latest
+        run's action messages, by item in the order the run made them."""
+        statement = (
+            "SELECT kind, item, order_ref, bucket, bucket_date, to_bucket, to_date, quantity"
+            " FROM mrp_exceptions"
+        )
+        params: tuple[object, ...] = ()
+        if item is not None:
+            statement += " WHERE item = ?"
+            params = (item,)
+        return [
+            (
+                r[0],
+                r[1],
+                r[2],
+                int(r[3]),
+                to_date(r[4]),
+                None if r[5] is None else int(r[5]),
+                None if r[6] is None else to_date(r[6]),
+                to_decimal(r[7]),
+            )
+            for r in self._x.query(statement + " ORDER BY item, position", params)
+        ]
+
+    def mrp_pegs_of_supply(
+        self, supply: str, item: str | None = None
+    ) -> list[tuple[str, str, Decimal]]:
+        """(item, demand, quantity) of the latest run's pegs of one supply, in peg order."""
+        statement = "SELECT item, demand, quantity FROM mrp_pegs WHERE supply = ?"
+        params: list[object] = [supply]
+        if item is not None:
+            statement += " AND item = ?"
+            params.append(item)
+        return [
+            (r[0], r[1], to_decimal(r[2]))
+            for r in self._x.query(statement + " ORDER BY item, position", params)
+        ]
+
+    def mrp_demand_sources(self, item: str, demand: str) -> list[tuple[str, str, str]]:
+        """(item, demand, kind) of the independent demands a requirement serves in the end."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self._x.query(
+                "SELECT source_item, source_demand, source_kind FROM mrp_demand_sources"
+                " WHERE item = ? AND demand = ? ORDER BY source_item, source_demand",
+                (item, demand),
+            )
+        ]

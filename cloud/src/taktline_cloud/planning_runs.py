@@ -1,0 +1,280 @@
+"""MRP on the plant's live data: the engine's inputs read from the database, its result stored.
+
+The engine (`taktline_cloud.planning`) is pure; this adapter decides what the plant's data
+means to it, in one transaction of the caller's:
+
+* on hand = available (on hand minus reserved) summed over the internal locations;
+* independent demand = each open sales order line at its requested date, less what is already
+  reserved for it or shipped against its reservations (that stock is no longer available);
+* scheduled receipts = each released, dispatched, running or held work order's remaining
+  quantity at its projected completion (the caller computes it from the measured rate);
+* buckets of a day or a week from today over the plant's horizon (plant.yaml `planning`).
+
+A run replaces the previous run's planned orders, pegs, messages and traced demands in the
+same transaction, so a reader sees one whole run or the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from taktline_cloud.org.plant import PlantModel
+from taktline_cloud.planning.bom import BomLine
+from taktline_cloud.planning.buckets import Buckets
+from taktline_cloud.planning.items import ItemPlanning, LotRule, LotSize, Source
+from taktline_cloud.planning.mrp import (
+    NEGATIVE_ON_HAND,
+    SAFETY_STOCK,
+    Demand,
+    DemandKind,
+    MrpPlan,
+    PlanningData,
+    ScheduledReceipt,
+    trace,
+)
+from taktline_cloud.readmodels import MrpRunRow
+from taktline_cloud.storage import Session
+
+PLANNER_LOCK = 0x7A4B_3A50
+"""PostgreSQL advisory lock id of planner jobs: one MRP run at a time per database."""
+
+REGENERATIVE = "regenerative"
+NET_CHANGE = "net-change"
+
+ZERO = Decimal(0)
+
+
+def sales_demand_id(order: str, line: int) -> str:
+    """The id of a sales order line as a demand (the form reservations use: SO-1001/1)."""
+    return f"{order}/{line}"
+
+
+def buckets_for(today: date, bucket_days: int, horizon_days: int) -> Buckets:
+    """Buckets of `bucket_days` from today covering at least `horizon_days`."""
+    return Buckets(today, bucket_days, -(-horizon_days // bucket_days))
+
+
+def _lot_size(
+    rule: str,
+    quantity: Decimal | None,
+    minimum: Decimal | None,
+    multiple: Decimal | None,
+    periods: int | None,
+) -> LotSize:
+    lot_rule = LotRule(rule)
+    if lot_rule is LotRule.FIXED:
+        return LotSize.fixed(quantity or ZERO)
+    if lot_rule is LotRule.MIN_MULTIPLE:
+        return LotSize.min_multiple(minimum or ZERO, multiple or ZERO)
+    if lot_rule is LotRule.PERIODS_OF_SUPPLY:
+        return LotSize.periods_of_supply(periods or 1)
+    return LotSize.lot_for_lot()
+
+
+def _items(tx: Session, model: PlantModel, buckets: Buckets) -> list[ItemPlanning]:
+    """Every item's planning data; an item without any: make with a BOM, else buy."""
+    stored = tx.item_planning()
+    items = []
+    for sku in model.items:
+        row = stored.get(sku)
+        if row is None:
+            source = Source.MAKE if model.boms.get(sku) else Source.BUY
+            items.append(ItemPlanning(sku, source=source))
+            continue
+        lead_days, safety, rule, quantity, minimum, multiple, periods, source_name = row
+        items.append(
+            ItemPlanning(
+                sku,
+                lead_time=buckets.lead_buckets(lead_days),
+                safety_stock=safety,
+                lot_size=_lot_size(rule, quantity, minimum, multiple, periods),
+                source=Source(source_name),
+            )
+        )
+    return items
+
+
+def _sales_demands(tx: Session) -> list[Demand]:
+    """Open sales order lines less what is reserved for them or shipped from a reservation."""
+    allocated: dict[str, Decimal] = {}
+    for reservation in tx.reservations(open_only=False):
+        if "/" in reservation.demand:
+            taken = reservation.open + reservation.consumed
+            allocated[reservation.demand] = allocated.get(reservation.demand, ZERO) + taken
+    demands = []
+    for line in tx.sales_lines(open_only=True):
+        demand_id = sales_demand_id(line.order, line.line)
+        quantity = max(line.quantity - allocated.get(demand_id, ZERO), ZERO)
+        demands.append(
+            Demand(demand_id, line.item, line.requested_date, quantity, DemandKind.SALES)
+        )
+    return demands
+
+
+def planning_data(
+    tx: Session,
+    model: PlantModel,
+    buckets: Buckets,
+    receipts: Iterable[ScheduledReceipt],
+) -> PlanningData:
+    """The engine's inputs from the database as this transaction sees it."""
+    scrap = tx.bom_scrap()
+    bom = [
+        BomLine(parent, line.component, line.quantity, scrap.get((parent, line.component), ZERO))
+        for parent, lines in model.boms.items()
+        for line in lines
+    ]
+    available = {
+        item: quantity for item, quantity in tx.available_by_item().items() if item in model.items
+    }
+    return PlanningData(
+        buckets,
+        _items(tx, model, buckets),
+        bom=bom,
+        demands=_sales_demands(tx),
+        receipts=receipts,
+        on_hand=available,
+    )
+
+
+def copy_data(data: PlanningData) -> PlanningData:
+    """A copy whose `set_*` changes leave `data` as it was (rows are replaced, never edited)."""
+    copy = object.__new__(PlanningData)
+    copy.__dict__.update(data.__dict__)
+    copy.items = dict(data.items)
+    copy.demands = dict(data.demands)
+    copy.receipts = dict(data.receipts)
+    copy.on_hand = dict(data.on_hand)
+    copy.beyond_horizon = set(data.beyond_horizon)
+    return copy
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    """A run as stored: its summary row, and the plan and data a net-change run goes on from."""
+
+    row: MrpRunRow
+    plan: MrpPlan
+    data: PlanningData
+
+
+def _source_kind(plan: MrpPlan, item: str, demand: str) -> str:
+    if demand in (SAFETY_STOCK, NEGATIVE_ON_HAND):
+        return demand
+    for requirement in plan.records[item].requirements:
+        if requirement.id == demand:
+            return str(requirement.kind)
+    return "unknown"  # pragma: no cover - trace only returns demands of the plan
+
+
+def store_plan(
+    tx: Session,
+    plan: MrpPlan,
+    data: PlanningData,
+    *,
+    kind: str,
+    started_at: datetime,
+    started_clock: float,
+) -> StoredRun:
+    """Replace the latest result with `plan`; the run's summary (timed from `started_clock`,
+    a `time.perf_counter()` reading taken when the run began)."""
+    buckets = plan.buckets
+    day = buckets.first_day
+    planned_orders: list[tuple[object, ...]] = []
+    pegs: list[tuple[object, ...]] = []
+    exceptions: list[tuple[object, ...]] = []
+    sources: list[tuple[object, ...]] = []
+    traced: set[tuple[str, str]] = set()
+    for item, record in sorted(plan.records.items()):
+        planned_orders.extend(
+            (
+                o.id,
+                o.item,
+                str(o.source),
+                o.quantity,
+                o.due,
+                o.release,
+                day(o.due),
+                day(o.release),
+            )
+            for o in record.planned_orders
+        )
+        for position, peg in enumerate(record.pegs):
+            pegs.append((item, position, peg.supply, peg.demand, peg.quantity))
+            if (item, peg.demand) in traced:
+                continue
+            traced.add((item, peg.demand))
+            sources.extend(
+                (item, peg.demand, source_item, source, _source_kind(plan, source_item, source))
+                for source_item, source in trace(plan, item, peg.demand)
+            )
+        exceptions.extend(
+            (
+                item,
+                position,
+                str(m.kind),
+                m.order,
+                m.bucket,
+                day(m.bucket),
+                m.to,
+                None if m.to is None else day(m.to),
+                m.quantity,
+            )
+            for position, m in enumerate(record.exceptions)
+        )
+    elapsed = timedelta(seconds=time.perf_counter() - started_clock)
+    finished_at = started_at + elapsed
+    summary = (
+        kind,
+        started_at,
+        finished_at,
+        buckets.start,
+        buckets.days,
+        buckets.count,
+        len(plan.records),
+        len(plan.replanned),
+        len(planned_orders),
+        len(pegs),
+        len(exceptions),
+        len(data.beyond_horizon),
+    )
+    run_id = tx.replace_mrp_result(summary, planned_orders, pegs, exceptions, sources)
+    return StoredRun(run_row((run_id, *summary)), plan, data)
+
+
+def run_row(stored: Sequence[Any]) -> MrpRunRow:
+    """The summary row from `Session.mrp_run`'s columns."""
+    started_at, finished_at = stored[2], stored[3]
+    elapsed = finished_at - started_at
+    micros = (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+    counts = [int(value) for value in stored[5:]]
+    return MrpRunRow(
+        id=int(stored[0]),
+        kind=str(stored[1]),
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_ms=Decimal(micros).scaleb(-3),
+        plan_start=stored[4],
+        bucket_days=counts[0],
+        bucket_count=counts[1],
+        items=counts[2],
+        items_planned=counts[3],
+        planned_orders=counts[4],
+        pegs=counts[5],
+        exceptions=counts[6],
+        beyond_horizon=counts[7],
+    )
+
+
+def affected_items(model: PlantModel, items: Iterable[str]) -> set[str]:
+    """The items a posting of orders for `items` changes: the items and their components."""
+    changed: set[str] = set()
+    for item in items:
+        changed.add(item)
+        changed.update(line.component for line in model.boms.get(item, ()))
+    return changed
