@@ -130,7 +130,9 @@ async def _serving(
         # The core's default shortest window (20 s) must not exceed a short configured window.
         shortest = min(timedelta(seconds=20), window)
         service = await worker.run(
-            lambda: PlantService(database, rate_window=window, min_rate_window=shortest)
+            lambda: PlantService(
+                database, rate_window=window, min_rate_window=shortest, capable_to_promise=True
+            )
         )
         gateway = ServiceGateway(service, worker, hub)
         await gateway.apply(lambda plant: plant.load_master_data(settings.plant_file))
@@ -150,8 +152,21 @@ async def _serving(
         metrics=metrics,
     )
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def supply_changed() -> None:
+        # Purchasing runs on the worker thread (api/purchasing.py), as the gateway's calls do:
+        # re-promise there and hand the events to the live feed, as `ServiceGateway.apply` does.
+        try:
+            events = service.repromise()
+        except CloudError as exc:  # the purchasing change is committed: do not fail it
+            log.error("re-promising after a purchasing change failed: %s", exc)
+            return
+        loop.call_soon_threadsafe(hub.publish, events)
+
+    purchasing = PurchasingService(database, on_supply_changed=supply_changed)
     app.state.taktline = ApiContext(
-        gateway, hub, host, dead_letters=dead_letters, purchasing=PurchasingService(database)
+        gateway, hub, host, dead_letters=dead_letters, purchasing=purchasing
     )
     app.state.historian = database  # trend reads (api/trends.py), on the worker thread
     async with asyncio.TaskGroup() as tasks:

@@ -9,8 +9,9 @@ A receipt books a stock move from the plant's supplier location into a store at 
 unit price (it moves the item's moving average, as `PlantService.receive` does) and keeps the
 receipt row naming that move, in the same transaction; the order's row is locked first, so two
 receipts on one line check the over-receipt tolerance one after the other. What this service
-does not do yet: publish live stock events or re-time sales promises after a receipt (those
-belong to `PlantService`'s worker), and take MRP plans: alerts are computed against an empty
+does not do itself: re-time sales promises after a confirmation or a receipt (that belongs to
+`PlantService`: the `on_supply_changed` hook, which the app points at it), publish live stock
+events, and take MRP plans: alerts are computed against an empty
 plan unless one is given, so they name the line's own pegs (none for manual requisitions).
 """
 
@@ -86,9 +87,23 @@ def empty_plan(today: date) -> MrpPlan:
 class PurchasingService:
     """Purchasing's commands and reads over one database (one transaction per call)."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        on_supply_changed: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
+        # Called on the caller's thread once an order's sending, cancelling, closing,
+        # confirmation or receipt is committed: the app re-times the sales promises there,
+        # which this service cannot do itself.
+        self._on_supply_changed = on_supply_changed
+
+    def _supply_changed(self) -> None:
+        if self._on_supply_changed is not None:
+            self._on_supply_changed()
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -230,6 +245,7 @@ class PurchasingService:
             order = _require(store.order(number, lock=True), number, actor, action)
             changed = change(order, now)
             store.update_order(changed)
+        self._supply_changed()  # a sent order is expected supply, a cancelled one is not
         return changed
 
     def confirm(
@@ -243,11 +259,13 @@ class PurchasingService:
             confirmation = confirm(order, answers, now)
             store.update_order(confirmation.order)
             store.add_confirmation(number, confirmation.changes, actor.user, now)
-            return OrderDetail(
+            detail = OrderDetail(
                 confirmation.order,
                 tuple(store.confirmations(number)),
                 tuple(store.receipts(number)),
             )
+        self._supply_changed()
+        return detail
 
     def receive(
         self,
@@ -303,6 +321,7 @@ class PurchasingService:
                 at=now,
             )
             store.update_order(received)
+        self._supply_changed()
         return ReceiptResult(received, stored, row, receipt.line_closed)
 
     # --- alerts ------------------------------------------------------------------------------

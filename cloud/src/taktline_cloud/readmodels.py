@@ -153,6 +153,8 @@ class PromiseRow(_Row):
     promised_at: UtcTime | None
     reason: str
     at: UtcTime
+    steps: list[PromiseStepRow] = []
+    """The reason chain of a capable-to-promise promise (empty for the stock/WO rule)."""
 
 
 class NodeRow(_Row):
@@ -320,3 +322,16 @@ class PeggingRow(_MrpRow):
     item: str
     supply: str
     pegs: list[PegRow]
+
+
+class PromiseStepRow(_Row):
+    """One link of a promise's reason chain (`sales.ctp.Step`): what, which, when, how many."""
+
+    kind: str
+    reference: str
+    at: UtcTime | None
+    quantity: Dec
+    text: str
+
+
+PromiseRow.model_rebuild()

@@ -7,12 +7,14 @@ worker thread, never concurrently.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from taktline_cloud.inventory.quantities import canonical, display, plain
 from taktline_cloud.inventory.reservations import Reservation, SalesLineRef, parse_demand
 from taktline_cloud.masterdata import PlantData, load_plant
 from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
+from taktline_cloud.planning.bom import BomLine as PlanningBomLine
 from taktline_cloud.planning.bom import PlanningError
 from taktline_cloud.planning.buckets import PAST_DUE, Buckets
 from taktline_cloud.planning.mrp import ReceiptKind, ScheduledReceipt, net_change, regenerate
@@ -71,6 +74,7 @@ from taktline_cloud.production.posting import (
 )
 from taktline_cloud.production.rate import Rate, line_rate, time_to_make
 from taktline_cloud.production.work_orders import WorkOrder, WorkOrderStatus
+from taktline_cloud.purchasing.orders import PoStatus
 from taktline_cloud.readmodels import (
     MAX_NODE_CHANGES,
     BalanceRow,
@@ -92,8 +96,16 @@ from taktline_cloud.readmodels import (
     StockRow,
     WorkOrderRow,
 )
-from taktline_cloud.sales.promise import Demand, Supply, promise_changed, promise_lines
+from taktline_cloud.sales import ctp
+from taktline_cloud.sales.promise import (
+    Demand,
+    PromiseKind,
+    Supply,
+    promise_changed,
+    promise_lines,
+)
 from taktline_cloud.storage import Database, Session
+from taktline_cloud.storage.purchasing import PurchasingStore
 from taktline_cloud.storage.session import SalesLine
 from taktline_contract.metrics import (
     COUNTER_METRICS,
@@ -117,6 +129,12 @@ _MRP_RECEIPT_STATUSES = (
     WorkOrderStatus.DISPATCHED,
     WorkOrderStatus.RUNNING,
     WorkOrderStatus.HELD,
+)
+_CTP_PO_STATUSES = (
+    PoStatus.SENT,
+    PoStatus.CONFIRMED,
+    PoStatus.CHANGED,
+    PoStatus.PARTIALLY_RECEIVED,
 )
 _FINISHED = frozenset({WorkOrderStatus.COMPLETED, WorkOrderStatus.ABORTED, WorkOrderStatus.CLOSED})
 
@@ -224,6 +242,7 @@ class PlantService:
         rate_window: timedelta = timedelta(minutes=5),
         min_rate_window: timedelta = timedelta(seconds=20),
         promise_tolerance: timedelta = timedelta(minutes=1),
+        capable_to_promise: bool = False,
     ) -> None:
         if min_rate_window <= timedelta(0) or rate_window < min_rate_window:
             raise Invalid("rate windows: need 0 < min_rate_window <= rate_window")
@@ -232,6 +251,9 @@ class PlantService:
         self._rate_window = rate_window
         self._min_rate_window = min_rate_window
         self._promise_tolerance = promise_tolerance
+        # Lines the stock/work-order rule leaves short get a capable-to-promise date (off by
+        # default so the pure rule's callers keep its "not covered" answer; the app turns it on).
+        self._capable_to_promise = capable_to_promise
         self._model: PlantModel | None = None
         # Work order rows as last sent, so a time-driven refresh sends only what changed.
         self._shown: dict[str, WorkOrderRow] = {}
@@ -959,6 +981,8 @@ class PlantService:
         for line in tx.sales_lines(open_only=True):
             by_item.setdefault(line.item, []).append(line)
         now = changes.now
+        short: dict[str, list[SalesLine]] = {}  # lines the rule leaves short, by item
+        kept: dict[str, Decimal] = {}  # finished stock the rule's covered lines take, by item
         for item, lines in by_item.items():
             supplies = [
                 Supply(
@@ -982,6 +1006,11 @@ class PlantService:
                 now,
             )
             stored = {(line.order, line.line): line for line in lines}
+            if self._capable_to_promise:
+                covered = [p for p in promises if p.kind is not PromiseKind.SHORT]
+                short[item] = [stored[(p.order, p.line)] for p in promises if p not in covered]
+                kept[item] = sum((stored[(p.order, p.line)].quantity for p in covered), Decimal(0))
+                promises = covered
             for promise in promises:
                 line = stored[(promise.order, promise.line)]
                 tolerance = self._promise_tolerance
@@ -1004,6 +1033,8 @@ class PlantService:
                 )
                 previous = iso_utc(line.promised_at) if line.promised_at else None
                 changes.add(PROMISE_CHANGED, {**row.to_json(), "previous_promised_at": previous})
+        if any(short.values()):
+            self._capable(tx, model, running, changes, short=short, kept=kept)
 
     # --- node history --------------------------------------------------------------------------
 
@@ -1256,6 +1287,180 @@ class PlantService:
                 for peg_item, demand, quantity in pegs
             ]
         return PeggingRow(run=int(stored[0]), item=items[0], supply=supply, pegs=rows)
+
+    # --- capable-to-promise ------------------------------------------------------------------
+
+    def repromise(self) -> list[Event]:
+        """Re-time every open promise now (after a purchase order changed or arrived)."""
+        now = self._now()
+        changes = _Changes(now)
+        with self._db.transaction() as tx:
+            model = self._plant(tx)
+            if model is not None:
+                self._promise(tx, model, self._running(tx, model, now), changes)
+        return self._done(changes)
+
+    def _ctp_plant(
+        self, tx: Session, model: PlantModel, running: dict[str, _Running], kept: dict[str, Decimal]
+    ) -> ctp.Plant:
+        """The live plant as capable-to-promise reads it.
+
+        Every item with a BOM can be made on every line (the master data names no routings
+        yet), at the running order's measured rate there, else the line's standard rate. Lines
+        work round the clock (no shift calendar in the master data yet). A BOM component that is
+        no BOM parent is bought: its stock in the component store, its open purchase orders at
+        their confirmed (else needed) date, then its planning lead time.
+        """
+        measured: dict[tuple[str, str], Decimal] = {}
+        for r in running.values():
+            if str(r.rate.basis) == "measured" and r.rate.per_hour > 0:
+                measured[(r.order.item, r.order.line)] = r.rate.per_hour
+        parents = sorted(model.boms)
+        routes = [
+            ctp.Route(item, line.code, measured.get((item, line.code)), line.standard_rate_per_hour)
+            for item in parents
+            for line in model.lines.values()
+        ]
+        queued = sorted(
+            (
+                wo
+                for wo in tx.work_orders(list(_MRP_RECEIPT_STATUSES))
+                if wo.line in model.lines and wo.item in model.boms
+            ),
+            key=lambda wo: (wo.status is not WorkOrderStatus.RUNNING, wo.number),
+        )
+        queue = [ctp.QueuedWork(wo.number, wo.line, wo.item, wo.remaining) for wo in queued]
+        finished = model.places.finished
+        made = set(parents) | set(kept) | {line.item for line in tx.sales_lines(open_only=True)}
+        stock = [
+            ctp.FinishedStock(
+                item, max(tx.on_hand(item, finished), Decimal(0)), kept.get(item, Decimal(0))
+            )
+            for item in sorted(made)
+        ]
+        scrap = tx.bom_scrap()
+        bom = [
+            PlanningBomLine(
+                parent, b.component, b.quantity, scrap.get((parent, b.component), Decimal(0))
+            )
+            for parent, lines in model.boms.items()
+            for b in lines
+        ]
+        bought = sorted({b.component for b in bom} - set(parents))
+        planning = tx.item_planning()
+        components = [
+            ctp.ComponentSupply(
+                item,
+                max(tx.on_hand(item, model.places.components), Decimal(0)),
+                timedelta(days=planning[item][0]) if item in planning else None,
+            )
+            for item in bought
+        ]
+        orders = [
+            ctp.PurchaseOrder(
+                order.number,
+                po_line.item,
+                po_line.open_quantity,
+                datetime.combine(po_line.expected_date, dtime(0), UTC),
+            )
+            for order in PurchasingStore(tx).orders(statuses=list(_CTP_PO_STATUSES))
+            for po_line in order.lines
+            if po_line.item in bought and po_line.open_quantity > 0
+        ]
+        calendars = {code: ctp.WorkingCalendar.always() for code in model.lines}
+        return ctp.Plant(calendars, routes, queue, stock, bom, components, orders)
+
+    def _capable(
+        self,
+        tx: Session,
+        model: PlantModel,
+        running: dict[str, _Running],
+        changes: _Changes,
+        *,
+        short: dict[str, list[SalesLine]],
+        kept: dict[str, Decimal],
+    ) -> None:
+        """Promise the lines the stock/work-order rule left short by capable-to-promise.
+
+        Orders go one by one, the earliest requested first; what an order takes of finished
+        stock and line time is passed on to the next (component stock and purchase orders are
+        not: each order sees them whole - a known simplification).
+        """
+        now = changes.now
+        by_order: dict[str, list[SalesLine]] = {}
+        for lines in short.values():
+            for line in lines:
+                by_order.setdefault(line.order, []).append(line)
+        try:
+            plant = self._ctp_plant(tx, model, running, kept)
+        except (Invalid, PlanningError) as error:
+            log.warning("capable-to-promise skipped: %s", error)
+            return
+        first = sorted(by_order, key=lambda o: (min(x.requested_date for x in by_order[o]), o))
+        taken: dict[str, Decimal] = {}
+        for order in first:
+            numbered = {x.line: x for x in by_order[order]}
+            wanted = [
+                ctp.OrderLine(x.line, x.item, x.quantity, x.requested_date)
+                for x in numbered.values()
+            ]
+            stock = [
+                ctp.FinishedStock(s.item, s.on_hand, s.promised + taken.get(s.item, Decimal(0)))
+                for s in plant.stock
+            ]
+            try:
+                promises = ctp.promise_order(order, wanted, replace(plant, stock=stock), now)
+            except Invalid as error:
+                log.warning("capable-to-promise of %s skipped: %s", order, error)
+                continue
+            queue = list(plant.queue)
+            for promise in promises:
+                for step in promise.steps:
+                    if step.kind is ctp.StepKind.STOCK and step.reference == promise.item:
+                        taken[promise.item] = taken.get(promise.item, Decimal(0)) + step.quantity
+                made = [s for s in promise.steps if s.kind is ctp.StepKind.PRODUCTION]
+                if made and promise.promised_at is not None:
+                    label = f"{order} line {promise.line}"
+                    queue.append(
+                        ctp.QueuedWork(label, made[-1].reference, promise.item, made[-1].quantity)
+                    )
+                self._record_capable(tx, numbered[promise.line], promise, changes)
+            plant = replace(plant, queue=queue)
+
+    def _record_capable(
+        self, tx: Session, line: SalesLine, promise: ctp.CtpPromise, changes: _Changes
+    ) -> None:
+        """Store and announce a capable-to-promise promise when it is a new one."""
+        # The stored kinds are the rule's (a CHECK since migration 1): a promise that waits for
+        # a purchase is a production promise; its steps tell the purchase.
+        purchase = promise.kind is ctp.CtpKind.PURCHASE
+        kind = str(PromiseKind.PRODUCTION if purchase else promise.kind)
+        at = promise.promised_at
+        if line.promise_kind == kind:
+            if line.promised_at is None or at is None:
+                if line.promised_at == at:
+                    return
+            elif abs(at - line.promised_at) <= self._promise_tolerance:
+                return
+        reason = promise.reason
+        steps = json.dumps([step.to_json() for step in promise.steps])
+        tx.record_promise(
+            line.order,
+            line.line,
+            promised_at=at,
+            kind=kind,
+            reason=reason,
+            at=changes.now,
+            steps=steps,
+        )
+        row = _sales_row(line).model_copy(
+            update={"promised_at": at, "promise_reason": reason, "at_risk": promise.at_risk}
+        )
+        previous = iso_utc(line.promised_at) if line.promised_at else None
+        changes.add(
+            PROMISE_CHANGED,
+            {**row.to_json(), "previous_promised_at": previous, "steps": json.loads(steps)},
+        )
 
 
 def _earliest(samples: Iterable[Sample]) -> dict[LatestKey, datetime]:

@@ -1,4 +1,5 @@
-"""Sales order lines with their delivery promises, and each line's promise history."""
+"""Sales order lines with their delivery promises, and each line's promise history with its
+reason chains."""
 
 from __future__ import annotations
 
@@ -22,5 +23,7 @@ async def sales_orders(service: Service) -> list[SalesOrderLineRow]:
 async def promises(
     order: str, line: Annotated[int, Path(ge=1)], service: Service
 ) -> list[PromiseRow]:
-    """Every promise given for one order line, oldest first, with its time and reason."""
+    """Every promise given for one order line, oldest first, with its time, its reason and,
+    for a capable-to-promise date, its reason chain (`steps`: stock, queue, component - naming
+    the purchase order -, purchase, production, short)."""
     return await service.read(lambda plant: plant.promise_history(order, line))

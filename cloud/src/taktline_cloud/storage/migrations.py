@@ -701,6 +701,14 @@ def _v8_purchasing(m: Migrator) -> None:
         m.execute(statement)
 
 
+def _v9_promise_steps(m: Migrator) -> None:
+    """A promise's reason chain kept with it: the capable-to-promise steps as JSON text (a
+    list of {kind, reference, at, quantity, text}; NULL for promises made before, or by the
+    available-to-promise rule, which has no steps). Re-applied, it adds nothing."""
+    if "steps" not in _columns(m, "promises"):
+        m.execute("ALTER TABLE promises ADD COLUMN steps TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "master data, samples, work orders, ledger, promises", _v1_core_schema),
     Migration(2, "counter checkpoints: posting reads only new readings", _v2_counter_checkpoints),
@@ -710,4 +718,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "reservations, negative-stock rule, moving-average valuation", _v6_reservations),
     Migration(7, "item planning data, BOM scrap, MRP runs and their result", _v7_mrp),
     Migration(8, "purchasing: suppliers, orders, confirmations, receipts", _v8_purchasing),
+    Migration(9, "promise reason chains: capable-to-promise steps", _v9_promise_steps),
 )

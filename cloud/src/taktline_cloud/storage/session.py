@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -986,17 +987,19 @@ class Session:
         kind: str,
         reason: str,
         at: datetime,
+        steps: str | None = None,
     ) -> None:
-        """Make this the line's current promise and keep it in the line's history."""
+        """Make this the line's current promise and keep it in the line's history (`steps`:
+        its reason chain as JSON text, None for a promise without one)."""
         self._x.execute(
             "UPDATE sales_order_lines SET promised_at = ?, promise_kind = ?, promise_reason = ?"
             " WHERE order_number = ? AND line_no = ?",
             (promised_at, kind, reason, order, line),
         )
         self._x.execute(
-            "INSERT INTO promises (order_number, line_no, promised_at, kind, reason, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (order, line, promised_at, kind, reason, at),
+            "INSERT INTO promises (order_number, line_no, promised_at, kind, reason, at, steps)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (order, line, promised_at, kind, reason, at, steps),
         )
 
     def promise_history(self, order: str, line: int) -> list[PromiseRow] | None:
@@ -1012,9 +1015,10 @@ class Session:
                 promised_at=to_datetime_or_none(r[0]),
                 reason=r[1],
                 at=to_datetime(r[2]),
+                steps=json.loads(r[3]) if r[3] else [],
             )
             for r in self._x.query(
-                "SELECT promised_at, reason, at FROM promises WHERE order_number = ?"
+                "SELECT promised_at, reason, at, steps FROM promises WHERE order_number = ?"
                 " AND line_no = ? ORDER BY id",
                 (order, line),
             )
