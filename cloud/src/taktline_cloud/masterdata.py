@@ -124,13 +124,16 @@ class ItemPlanningSpec(_Model):
     """What MRP needs about an item; every field is optional.
 
     `source` left out: make when the item has a BOM, buy otherwise. Lead time is in calendar
-    days (rounded up to whole buckets of the plan).
+    days (rounded up to whole buckets of the plan). `forecast`: plan the statistical forecast
+    from the item's sales history, less what booked orders consume of it, as demand (off by
+    default: then only the orders are planned).
     """
 
     lead_time_days: int = Field(default=0, ge=0, le=3650)
     safety_stock: NonNegative = Decimal(0)
     lot_size: LotSizeSpec = LotSizeSpec()
     source: Literal["make", "buy"] | None = None
+    forecast: bool = False
 
 
 class Item(_Model):

@@ -8,7 +8,12 @@ means to it, in one transaction of the caller's:
   reserved for it or shipped against its reservations (that stock is no longer available);
 * scheduled receipts = each released, dispatched, running or held work order's remaining
   quantity at its projected completion (the caller computes it from the measured rate);
-* buckets of a day or a week from today over the plant's horizon (plant.yaml `planning`).
+* buckets of a day or a week from today over the plant's horizon (plant.yaml `planning`);
+* forecast demand (only for the items `ForecastSettings` names: plant.yaml
+  `items[].planning.forecast`, off by default): each bucket's statistical forecast from the
+  item's sales history, less what booked orders consume of it. The orders stay demands of
+  their own (they carry the pegging to the customer); only the *remaining* forecast is added,
+  or an order would be planned twice, once as itself and once inside the forecast.
 
 A run replaces the previous run's planned orders, pegs, messages and traced demands in the
 same transaction, so a reader sees one whole run or the other.
@@ -17,15 +22,18 @@ same transaction, so a reader sees one whole run or the other.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from taktline_cloud.errors import Invalid
+from taktline_cloud.masterdata import PlantData
 from taktline_cloud.org.plant import PlantModel
 from taktline_cloud.planning.bom import BomLine
 from taktline_cloud.planning.buckets import Buckets
+from taktline_cloud.planning.forecast import Bucket, consume, demand_series, forecast
 from taktline_cloud.planning.items import ItemPlanning, LotRule, LotSize, Source
 from taktline_cloud.planning.mrp import (
     NEGATIVE_ON_HAND,
@@ -39,6 +47,7 @@ from taktline_cloud.planning.mrp import (
 )
 from taktline_cloud.readmodels import MrpRunRow
 from taktline_cloud.storage import Session
+from taktline_cloud.storage.forecasting import sales_by_requested_date
 
 PLANNER_LOCK = 0x7A4B_3A50
 """PostgreSQL advisory lock id of planner jobs: one MRP run at a time per database."""
@@ -116,13 +125,83 @@ def _sales_demands(tx: Session) -> list[Demand]:
     return demands
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastSettings:
+    """Which items MRP plans a forecast for, and how far orders reach to consume it.
+
+    `backward` / `forward`: how many earlier / later forecast buckets an order may consume
+    when its own bucket's forecast is used up (0 and 0: its own bucket only).
+    """
+
+    items: frozenset[str] = frozenset()
+    backward: int = 0
+    forward: int = 0
+
+
+def forecast_settings(plant: PlantData) -> ForecastSettings:
+    """The items whose plant.yaml planning says `forecast: true`."""
+    return ForecastSettings(frozenset(i.sku for i in plant.items if i.planning.forecast))
+
+
+def forecast_demand_id(item: str, bucket_start: date) -> str:
+    """The id of one bucket's remaining forecast as a demand: FC/FG-100/2026-11-30."""
+    return f"FC/{item}/{bucket_start.isoformat()}"
+
+
+def forecast_bucket(buckets: Buckets) -> Bucket:
+    """The forecast's bucket for the plan's: a day, or an ISO week for week buckets."""
+    if buckets.days == 1:
+        return Bucket.DAY
+    if buckets.days == 7:
+        return Bucket.WEEK
+    raise Invalid(f"a forecast needs day or week MRP buckets, not {buckets.days} days")
+
+
+def forecast_demands(
+    tx: Session, buckets: Buckets, items: Collection[str], settings: ForecastSettings
+) -> list[Demand]:
+    """Each forecast item's remaining forecast per bucket over the plan's horizon.
+
+    History: the item's sales by requested date up to the bucket holding the plan's first day
+    (that bucket is forecast, not history: it is not over). Booked orders from that bucket on
+    consume the forecast. A bucket that began before the plan is due on the plan's first day.
+    An item without sales history gets no forecast.
+    """
+    bucket = forecast_bucket(buckets)
+    current = bucket.start_of(buckets.start)
+    horizon = -(-(buckets.end - current).days // bucket.length.days)
+    demands: list[Demand] = []
+    for item in sorted(settings.items & set(items)):
+        history = sales_by_requested_date(tx, item, before=current)
+        if not history:
+            continue
+        series = demand_series(history, bucket, through=current - timedelta(days=1))
+        plan = forecast(series, horizon).series
+        orders = sales_by_requested_date(tx, item, since=current)
+        for row in consume(plan, orders, backward=settings.backward, forward=settings.forward):
+            if row.remaining_forecast > 0:
+                demands.append(
+                    Demand(
+                        forecast_demand_id(item, row.start),
+                        item,
+                        max(row.start, buckets.start),
+                        row.remaining_forecast,
+                        DemandKind.FORECAST,
+                    )
+                )
+    return demands
+
+
 def planning_data(
     tx: Session,
     model: PlantModel,
     buckets: Buckets,
     receipts: Iterable[ScheduledReceipt],
+    *,
+    forecasting: ForecastSettings | None = None,
 ) -> PlanningData:
-    """The engine's inputs from the database as this transaction sees it."""
+    """The engine's inputs from the database as this transaction sees it (with the remaining
+    forecast of the items `forecasting` names)."""
     scrap = tx.bom_scrap()
     bom = [
         BomLine(parent, line.component, line.quantity, scrap.get((parent, line.component), ZERO))
@@ -132,11 +211,14 @@ def planning_data(
     available = {
         item: quantity for item, quantity in tx.available_by_item().items() if item in model.items
     }
+    demands = _sales_demands(tx)
+    if forecasting is not None and forecasting.items:
+        demands.extend(forecast_demands(tx, buckets, model.items, forecasting))
     return PlanningData(
         buckets,
         _items(tx, model, buckets),
         bom=bom,
-        demands=_sales_demands(tx),
+        demands=demands,
         receipts=receipts,
         on_hand=available,
     )

@@ -54,10 +54,12 @@ from taktline_cloud.planning_runs import (
     NET_CHANGE,
     PLANNER_LOCK,
     REGENERATIVE,
+    ForecastSettings,
     StoredRun,
     affected_items,
     buckets_for,
     copy_data,
+    forecast_settings,
     planning_data,
     run_row,
     store_plan,
@@ -257,6 +259,8 @@ class PlantService:
         self._model: PlantModel | None = None
         # Work order rows as last sent, so a time-driven refresh sends only what changed.
         self._shown: dict[str, WorkOrderRow] = {}
+        # Items whose remaining forecast MRP plans (plant.yaml `forecast: true`).
+        self._forecasting = ForecastSettings()
 
     # --- time and master data ----------------------------------------------------------------
 
@@ -280,6 +284,7 @@ class PlantService:
     def load_master_data(self, path: Path) -> list[Event]:
         """Load the plant file; loading it again changes nothing (opening stock is booked once)."""
         plant = load_plant(path)
+        self._forecasting = forecast_settings(plant)
         changes = _Changes(self._now())
         now = changes.now
         places = PostingPlaces(
@@ -1150,7 +1155,8 @@ class PlantService:
             self._lock_planner(tx)
             model = self._require_plant(tx)
             buckets = self._mrp_buckets(tx, model, now)
-            data = planning_data(tx, model, buckets, self._mrp_receipts(tx, model, now))
+            receipts = self._mrp_receipts(tx, model, now)
+            data = planning_data(tx, model, buckets, receipts, forecasting=self._forecasting)
             try:
                 plan = regenerate(data)
             except PlanningError as exc:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from taktline_cloud.api import (
     dead_letters,
+    forecast,
     live,
     mrp,
     nodes,
@@ -29,4 +30,5 @@ def install_api(app: FastAPI) -> None:
     for module in (plant, nodes, work_orders, stock, sales, live, dead_letters, trends, purchasing):
         app.include_router(module.router)
     app.include_router(mrp.router)
+    app.include_router(forecast.router)
     install_error_handlers(app)
