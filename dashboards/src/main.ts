@@ -2,7 +2,7 @@
 // over REST, then follows /ws/live (snapshot first, then events applied by key).
 
 import "./style.css";
-import { byId } from "./dom";
+import { byId, el } from "./dom";
 import { LiveConnection, liveUrl } from "./live";
 import type { Dashboard, LiveEvent } from "./types";
 import { HeaderView } from "./views/header";
@@ -10,6 +10,7 @@ import { MachinesView } from "./views/machines";
 import { OrdersView } from "./views/orders";
 import { StockView } from "./views/stock";
 import { TrendView } from "./views/trend";
+import { isSupervisorRoute, mountSupervisor, SUPERVISOR_ROUTE } from "./views/supervisor";
 import { WorkOrdersView } from "./views/workorders";
 
 const DASHBOARD_URL = "/api/dashboard";
@@ -99,4 +100,26 @@ function main(): void {
     .finally(() => live.start());
 }
 
-main();
+/** The big screen at / (as it always was), the supervisor page at #/supervisor. */
+function route(): void {
+  // Each page builds once; switching pages reloads, so no page has to tear the other down.
+  window.addEventListener("hashchange", () => window.location.reload());
+  // Links made here, not in index.html: the page's markup references only bundled assets.
+  byId("page-nav").append(
+    el("a", "", { href: "#/", "data-testid": "nav-board" }, ["大屏 Board"]),
+    el("a", "", { href: SUPERVISOR_ROUTE, "data-testid": "nav-supervisor" }, ["主管 Supervisor"]),
+  );
+  if (!isSupervisorRoute(window.location.hash)) {
+    main();
+    return;
+  }
+  document.body.classList.add("supervisor-page");
+  const root = document.createElement("main");
+  root.className = "supervisor";
+  root.dataset.testid = "supervisor";
+  byId("board").replaceWith(root);
+  byId("plant-name").textContent = "主管 Supervisor";
+  mountSupervisor(root);
+}
+
+route();

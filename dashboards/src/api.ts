@@ -1,0 +1,61 @@
+// REST calls of the supervisor page. A 4xx/5xx answer becomes an ApiError carrying the cloud's
+// `detail` text, so the page can say what was refused and why (not just "HTTP 409").
+
+const TIMEOUT_MS = 10_000;
+
+/** A refused or failed request: HTTP status and the cloud's explanation. */
+export class ApiError extends Error {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly status: number,
+    readonly detail: string,
+  ) {
+    super(`${method} ${path}: HTTP ${status} ${detail}`);
+    this.name = "ApiError";
+  }
+}
+
+/** The cloud's `detail`: a string, or FastAPI's list of validation errors. */
+export function detailOf(body: unknown): string {
+  if (typeof body !== "object" || body === null || !("detail" in body)) return "";
+  const detail = (body as { detail: unknown }).detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((entry) =>
+        typeof entry === "object" && entry !== null && "msg" in entry
+          ? String((entry as { msg: unknown }).msg)
+          : JSON.stringify(entry),
+      )
+      .join("; ");
+  }
+  return JSON.stringify(detail);
+}
+
+async function call<T>(method: "GET" | "POST", path: string): Promise<T> {
+  const response = await fetch(path, {
+    method,
+    headers: { Accept: "application/json" },
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+  });
+  const text = await response.text();
+  let body: unknown = null;
+  try {
+    body = text === "" ? null : JSON.parse(text);
+  } catch {
+    body = null;
+  }
+  if (!response.ok) throw new ApiError(method, path, response.status, detailOf(body) || text);
+  return body as T;
+}
+
+export const getJson = <T>(path: string): Promise<T> => call<T>("GET", path);
+export const postJson = <T>(path: string): Promise<T> => call<T>("POST", path);
+
+/** The message to show for any failure (an ApiError names status and reason). */
+export function describe(error: unknown): string {
+  if (error instanceof ApiError) return `${error.status}: ${error.detail || error.message}`;
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
