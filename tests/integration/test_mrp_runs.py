@@ -15,6 +15,10 @@ bucket 0 = past due, reported as 2026-11-23), everything available at WH1:
 * RM-GASKET (lead 7, scrap 0.02): 6000 - 489.6 >= 0: no order.
 * RM-SEALANT (lead 2, safety 14000, 3 periods of supply, scrap 0.1): 15000 - 480 x 2.5 x 1.1
   = 13680 in bucket 1, short 320 and nothing more in buckets 2-3 -> PLN/RM-SEALANT/1 320, past due.
+
+That is the plan before the demo creates its work order: a created work order is supply, so the
+plant is loaded without plant.yaml's `work_orders` (WO-1001, 1000 FG-100, would cover the sales
+order; test_mrp_supply.py plans with it).
 """
 
 from __future__ import annotations
@@ -73,9 +77,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(db: Database, clock: Clock) -> PlantService:
+def demo(tmp_path: Path) -> Path:
+    """plant.yaml without its seeded work order (see the module docstring)."""
+    raw = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
+    raw.pop("work_orders", None)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def service(db: Database, clock: Clock, demo: Path) -> PlantService:
     plant = PlantService(db, clock=clock)
-    plant.load_master_data(PLANT)
+    plant.load_master_data(demo)
     return plant
 
 
@@ -206,11 +220,28 @@ def test_a_rerun_replaces_the_result(service: PlantService) -> None:
 def test_a_running_work_order_is_a_receipt_and_a_count_replans_by_net_change(
     service: PlantService, clock: Clock
 ) -> None:
+    service.create_work_order("FG-100", Decimal(1000), "LINE-1", "WO-1001")
     service.release_work_order("WO-1001")
     service.start_work_order("WO-1001")
     run, _ = service.run_mrp()
-    # WO-1001's 1000 at the line's 2160/h is due today; the sales order needs it tomorrow.
-    assert orders(service) == [DEMO_ORDERS[1]]  # no FG order, so no screws or sealant either
+    # WO-1001's 1000 at the line's 2160/h is due today; the sales order needs it tomorrow: no
+    # FG order. Its components are demand today: housings 1000 (6000 on hand, 7000 safety: the
+    # past-due lot of 2000 as before), screws 4000 (25000 - 4000 < 24000 safety: 10000),
+    # gaskets 1020 (no order), sealant 1000 x 2.5 x 1.1 = 2750 (15000 - 2750 is 1750 short).
+    assert orders(service) == [
+        DEMO_ORDERS[1],
+        DEMO_ORDERS[2],
+        ("PLN/RM-SEALANT/1", "buy", "1750", TODAY, PAST_DUE, True),
+    ]
+    # On hand serves the work order first (first in, first out; safety stock last).
+    assert pegs(service, "on-hand", "RM-SEALANT")[0] == (
+        "WO-1001/RM-SEALANT",
+        "2750",
+        [("RM-SEALANT", "WO-1001/RM-SEALANT", "work-order")],
+    )
+    assert pegs(service, "PLN/RM-SEALANT/1") == [
+        ("safety-stock", "1750", [("RM-SEALANT", "safety-stock", "safety-stock")])
+    ]
     assert messages(service)[0] == (
         "defer",
         "FG-100",
@@ -231,11 +262,12 @@ def test_a_running_work_order_is_a_receipt_and_a_count_replans_by_net_change(
 
     latest = service.mrp_latest_run()
     assert (latest.id, latest.kind) == (run.id + 1, "net-change")
-    # 10 made: FG 130 on hand, WO-1001 990 to go; 10 housings used: 5990, short 1010 of 7000.
+    # 10 made: FG 130 on hand, WO-1001 990 to go; 10 housings used: 5990 on hand serve the
+    # order's remaining 990 first, then 5000 of the 7000 safety stock: the lot of 2000 the rest.
     assert pegs(service, "on-hand", "FG-100") == [("SO-1001/1", "130", [SALES])]
     assert pegs(service, "WO-1001") == [("SO-1001/1", "470", [SALES])]
     assert pegs(service, "PLN/RM-HOUSING/0") == [
-        ("safety-stock", "1010", [("RM-HOUSING", "safety-stock", "safety-stock")])
+        ("safety-stock", "2000", [("RM-HOUSING", "safety-stock", "safety-stock")])
     ]
     net = (orders(service), messages(service))
     regenerated, _ = service.run_mrp()
@@ -244,13 +276,13 @@ def test_a_running_work_order_is_a_receipt_and_a_count_replans_by_net_change(
 
 
 def test_planning_data_reloads_idempotently_and_follows_the_file(
-    service: PlantService, tmp_path: Path
+    service: PlantService, tmp_path: Path, demo: Path
 ) -> None:
-    service.load_master_data(PLANT)
+    service.load_master_data(demo)
     service.run_mrp()
     assert orders(service) == DEMO_ORDERS
 
-    raw = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(demo.read_text(encoding="utf-8"))
     housing = next(i for i in raw["items"] if i["sku"] == "RM-HOUSING")
     housing["planning"] = {"lead_time_days": 5, "safety_stock": "6500"}  # lot-for-lot
     raw["planning"] = {"bucket": "week", "horizon_days": 30}
@@ -268,10 +300,12 @@ def test_planning_data_reloads_idempotently_and_follows_the_file(
 
 
 @pytest.mark.postgres
-def test_a_second_planner_gets_a_conflict_while_one_runs(postgres_dsn: str, clock: Clock) -> None:
+def test_a_second_planner_gets_a_conflict_while_one_runs(
+    postgres_dsn: str, clock: Clock, demo: Path
+) -> None:
     with Database(postgres_dsn) as db:
         service = PlantService(db, clock=clock)
-        service.load_master_data(PLANT)
+        service.load_master_data(demo)
         with psycopg.connect(postgres_dsn, autocommit=True) as other:
             other.execute("SELECT pg_advisory_lock(%s)", (PLANNER_LOCK,))
             with pytest.raises(Conflict, match="an MRP run is in progress"):

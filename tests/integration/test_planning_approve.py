@@ -3,7 +3,8 @@ draft purchase order (refused while no supplier sells the item), a make order a 
 order; approving twice answers the same document.
 
 The demo plant's plan at T0 (see test_mrp_runs.py): PLN/FG-100/2 make 480 due 11-25 (bucket 2),
-PLN/RM-SCREW-M6/1 buy 10000 due 11-24 (bucket 1, released past due): its needed date.
+PLN/RM-SCREW-M6/1 buy 10000 due 11-24 (bucket 1, released past due): its needed date. As there,
+the plant is loaded without plant.yaml's seeded work order (a created work order is supply).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from taktline_cloud.errors import Conflict, NotFound
 from taktline_cloud.planning_approve import approve, requisition_key, work_order_number
@@ -41,9 +43,13 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def plant(db: Database) -> PlantService:
+def plant(db: Database, tmp_path: Path) -> PlantService:
+    raw = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
+    raw.pop("work_orders", None)
+    demo = tmp_path / "demo.yaml"
+    demo.write_text(yaml.safe_dump(raw), encoding="utf-8")
     service = PlantService(db, clock=lambda: T0)
-    service.load_master_data(PLANT)
+    service.load_master_data(demo)
     return service
 
 

@@ -6,8 +6,11 @@ means to it, in one transaction of the caller's:
 * on hand = available (on hand minus reserved) summed over the internal locations;
 * independent demand = each open sales order line at its requested date, less what is already
   reserved for it or shipped against its reservations (that stock is no longer available);
-* scheduled receipts = each released, dispatched, running or held work order's remaining
-  quantity at its projected completion (the caller computes it from the measured rate);
+* scheduled receipts = each created, released, dispatched, running or held work order's
+  remaining quantity at its projected completion (the caller computes it from the measured
+  rate), and each open purchase order line's open quantity at its confirmed else needed date
+  (`purchase_receipts`; a draft order counts too: it is what approving a buy order makes, and
+  without it the next run would suggest the same order again);
 * buckets of a day or a week from today over the plant's horizon (plant.yaml `planning`);
 * forecast demand (only for the items `ForecastSettings` names: plant.yaml
   `items[].planning.forecast`, off by default): each bucket's statistical forecast from the
@@ -42,12 +45,16 @@ from taktline_cloud.planning.mrp import (
     DemandKind,
     MrpPlan,
     PlanningData,
+    ReceiptKind,
     ScheduledReceipt,
     trace,
 )
+from taktline_cloud.production.work_orders import WorkOrderStatus
+from taktline_cloud.purchasing.orders import PoStatus
 from taktline_cloud.readmodels import MrpRunRow
 from taktline_cloud.storage import Session
 from taktline_cloud.storage.forecasting import sales_by_requested_date
+from taktline_cloud.storage.purchasing import PurchasingStore
 
 PLANNER_LOCK = 0x7A4B_3A50
 """PostgreSQL advisory lock id of planner jobs: one MRP run at a time per database."""
@@ -56,6 +63,15 @@ REGENERATIVE = "regenerative"
 NET_CHANGE = "net-change"
 
 ZERO = Decimal(0)
+
+MRP_PO_STATUSES = (
+    PoStatus.DRAFT,
+    PoStatus.SENT,
+    PoStatus.CONFIRMED,
+    PoStatus.CHANGED,
+    PoStatus.PARTIALLY_RECEIVED,
+)
+"""Purchase orders whose open lines are supply to MRP (received, closed, cancelled are not)."""
 
 
 def sales_demand_id(order: str, line: int) -> str:
@@ -66,6 +82,31 @@ def sales_demand_id(order: str, line: int) -> str:
 def buckets_for(today: date, bucket_days: int, horizon_days: int) -> Buckets:
     """Buckets of `bucket_days` from today covering at least `horizon_days`."""
     return Buckets(today, bucket_days, -(-horizon_days // bucket_days))
+
+
+def purchase_receipt_id(order: str, line: int) -> str:
+    """A PO line's id as a scheduled receipt (PO-000001/1), so messages and pegging name it."""
+    return f"{order}/{line}"
+
+
+def purchase_receipts(tx: Session, items: Collection[str]) -> list[ScheduledReceipt]:
+    """Open purchase order lines of `items` as scheduled receipts: the open quantity (agreed
+    less received) at the confirmed date, else the needed date."""
+    receipts = []
+    for order in PurchasingStore(tx).orders(statuses=MRP_PO_STATUSES):
+        for line in order.lines:
+            if line.item not in items or line.open_quantity <= 0:
+                continue
+            receipts.append(
+                ScheduledReceipt(
+                    purchase_receipt_id(order.number, line.number),
+                    line.item,
+                    line.expected_date,
+                    line.open_quantity,
+                    ReceiptKind.PURCHASE_ORDER,
+                )
+            )
+    return receipts
 
 
 def _lot_size(
@@ -122,6 +163,56 @@ def _sales_demands(tx: Session) -> list[Demand]:
         demands.append(
             Demand(demand_id, line.item, line.requested_date, quantity, DemandKind.SALES)
         )
+    return demands
+
+
+OPEN_WORK_ORDERS = (
+    WorkOrderStatus.CREATED,
+    WorkOrderStatus.RELEASED,
+    WorkOrderStatus.DISPATCHED,
+    WorkOrderStatus.RUNNING,
+    WorkOrderStatus.HELD,
+)
+"""Work orders whose output MRP counts as supply and whose components it counts as demand."""
+
+
+def work_order_demand_id(number: str, component: str) -> str:
+    """The id of an open work order's remaining need of one component: WO-1001/RM-SCREW-M6."""
+    return f"{number}/{component}"
+
+
+def _work_order_demands(tx: Session, bom: Sequence[BomLine], due: date) -> list[Demand]:
+    """Each open work order's remaining component need, due now.
+
+    An open work order is supply of its item (a scheduled receipt), so its components are
+    demand: remaining quantity x per x (1 + scrap), less what is reserved for the order
+    (reserved stock is already out of the available stock MRP starts from). Without this an
+    approved make order would hide its components' need from the plan.
+    """
+    reserved: dict[tuple[str, str], Decimal] = {}
+    for reservation in tx.reservations():
+        key = (reservation.demand, reservation.item)
+        reserved[key] = reserved.get(key, ZERO) + reservation.open
+    components: dict[str, list[BomLine]] = {}
+    for line in bom:
+        components.setdefault(line.parent, []).append(line)
+    demands = []
+    for wo in tx.work_orders(OPEN_WORK_ORDERS):
+        if wo.remaining <= 0:
+            continue
+        for line in components.get(wo.item, ()):
+            need = wo.remaining * line.per * (1 + line.scrap)
+            need -= reserved.get((wo.number, line.component), ZERO)
+            if need > 0:
+                demands.append(
+                    Demand(
+                        work_order_demand_id(wo.number, line.component),
+                        line.component,
+                        due,
+                        need,
+                        DemandKind.WORK_ORDER,
+                    )
+                )
     return demands
 
 
@@ -192,6 +283,32 @@ def forecast_demands(
     return demands
 
 
+def bom_lines(tx: Session, model: PlantModel) -> list[BomLine]:
+    """The plant's BOM as the engine takes it (with each line's scrap factor)."""
+    scrap = tx.bom_scrap()
+    return [
+        BomLine(parent, line.component, line.quantity, scrap.get((parent, line.component), ZERO))
+        for parent, lines in model.boms.items()
+        for line in lines
+    ]
+
+
+def independent_demands(
+    tx: Session,
+    model: PlantModel,
+    buckets: Buckets,
+    bom: Sequence[BomLine],
+    forecasting: ForecastSettings | None = None,
+) -> list[Demand]:
+    """Open sales lines, open work orders' remaining components and the remaining forecast of
+    the items `forecasting` names: everything MRP plans that no parent's planned order causes."""
+    demands = _sales_demands(tx)
+    demands.extend(_work_order_demands(tx, bom, buckets.start))
+    if forecasting is not None and forecasting.items:
+        demands.extend(forecast_demands(tx, buckets, model.items, forecasting))
+    return demands
+
+
 def planning_data(
     tx: Session,
     model: PlantModel,
@@ -202,18 +319,11 @@ def planning_data(
 ) -> PlanningData:
     """The engine's inputs from the database as this transaction sees it (with the remaining
     forecast of the items `forecasting` names)."""
-    scrap = tx.bom_scrap()
-    bom = [
-        BomLine(parent, line.component, line.quantity, scrap.get((parent, line.component), ZERO))
-        for parent, lines in model.boms.items()
-        for line in lines
-    ]
+    bom = bom_lines(tx, model)
     available = {
         item: quantity for item, quantity in tx.available_by_item().items() if item in model.items
     }
-    demands = _sales_demands(tx)
-    if forecasting is not None and forecasting.items:
-        demands.extend(forecast_demands(tx, buckets, model.items, forecasting))
+    demands = independent_demands(tx, model, buckets, bom, forecasting)
     return PlanningData(
         buckets,
         _items(tx, model, buckets),

@@ -57,10 +57,13 @@ from taktline_cloud.planning_runs import (
     ForecastSettings,
     StoredRun,
     affected_items,
+    bom_lines,
     buckets_for,
     copy_data,
     forecast_settings,
+    independent_demands,
     planning_data,
+    purchase_receipts,
     run_row,
     store_plan,
 )
@@ -1116,9 +1119,10 @@ class PlantService:
         self, tx: Session, model: PlantModel, now: datetime
     ) -> list[ScheduledReceipt]:
         """Open work orders' remaining quantity at their projected completion: a running one at
-        its line's measured rate, one not running (yet) at the line's standard rate from now."""
+        its line's measured rate, one not running (yet, created ones included: an approved make
+        order) at the line's standard rate from now; and open purchase order lines."""
         receipts = []
-        for wo in tx.work_orders(_MRP_RECEIPT_STATUSES):
+        for wo in tx.work_orders((WorkOrderStatus.CREATED, *_MRP_RECEIPT_STATUSES)):
             line = model.lines.get(wo.line)
             if line is None or wo.remaining <= 0:
                 continue
@@ -1133,6 +1137,7 @@ class PlantService:
                     wo.number, wo.item, due.date(), wo.remaining, ReceiptKind.WORK_ORDER
                 )
             )
+        receipts.extend(purchase_receipts(tx, model.items))
         return receipts
 
     def _mrp_buckets(self, tx: Session, model: PlantModel, now: datetime) -> Buckets:
@@ -1188,10 +1193,14 @@ class PlantService:
             changed = sorted(affected_items(model, items) & set(last.data.items))
             receipts = self._mrp_receipts(tx, model, now)
             available = tx.available_by_item()
+            # A count moves its work order's remaining quantity, and so its components' demand.
+            forecasting = replace(self._forecasting, items=self._forecasting.items & set(changed))
+            demands = independent_demands(tx, model, buckets, bom_lines(tx, model), forecasting)
             data = copy_data(last.data)
             for item in changed:
                 data.set_on_hand(item, available.get(item, Decimal(0)))
                 data.set_receipts(item, [r for r in receipts if r.item == item])
+                data.set_demands(item, [d for d in demands if d.item == item])
             plan = net_change(last.plan, data, changed)
             stored = store_plan(
                 tx, plan, data, kind=NET_CHANGE, started_at=now, started_clock=started_clock
