@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
@@ -355,3 +356,13 @@ async def sqlite_write_lock(path: Path, timeout: float = 30.0) -> AsyncIterator[
             except TimeoutError:
                 holder.kill()
                 await holder.wait()
+
+
+class Clock:
+    """A settable clock for the services under test (`clock.now = …` moves it)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now

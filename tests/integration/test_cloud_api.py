@@ -58,13 +58,6 @@ async def running_cloud(settings: CloudSettings) -> AsyncIterator[str]:
             await asyncio.gather(cloud, return_exceptions=True)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
 @pytest.mark.mosquitto
 async def test_counts_from_the_edge_move_a_work_order_and_go_live(
     mosquitto: Mosquitto, tmp_path: Path, database_url: str

@@ -28,13 +28,6 @@ from tests.support import Mosquitto, wait_for
 GARBAGE = b"\xff\x00not a protobuf\x9c"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
 async def _letters(http: httpx.AsyncClient, **params: str) -> list[dict[str, object]]:
     response = await http.get("/api/dead-letters", params=params)
     assert response.status_code == 200, response.text

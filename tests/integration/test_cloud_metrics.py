@@ -22,13 +22,6 @@ pytestmark = pytest.mark.mosquitto
 Scrape = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
 async def scrape(http: httpx.AsyncClient) -> Scrape:
     """Every sample of GET /metrics, parsed as Prometheus text, by (name, sorted labels)."""
     response = await http.get("/metrics")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +15,7 @@ from taktline_cloud.historian.samples import Sample
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
 from taktline_contract.metrics import GOOD_COUNT, MACHINE_STATE, SCRAP_COUNT, TEMPERATURE
+from tests.support import Clock
 
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -28,30 +28,6 @@ OPENING = {
     ("RM-SEALANT", "WH1/RAW"): Decimal(15000),
     ("FG-100", "WH1/FG"): Decimal(120),
 }
-
-
-class Clock:
-    """A settable clock for the service."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database of each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 @pytest.fixture
@@ -247,9 +223,7 @@ def test_a_counter_rollover_is_counted_across_the_wrap(service: PlantService, cl
     assert service.work_order("WO-1001").good == 7
 
 
-def test_a_late_reading_before_the_checkpoint_recounts(
-    service: PlantService, clock: Clock
-) -> None:
+def test_a_late_reading_before_the_checkpoint_recounts(service: PlantService, clock: Clock) -> None:
     feed(service, clock, [good(-1, 100)])
     clock.now = T0
     service.release_work_order("WO-1001")

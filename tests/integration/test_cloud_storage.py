@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,20 +18,6 @@ from taktline_contract.metrics import GOOD_COUNT, SCRAP_COUNT, TEMPERATURE
 
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database of each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 def test_open_migrates_once_and_reopens(database_url: str) -> None:
@@ -126,6 +111,7 @@ def test_a_large_batch_overlapping_stored_rows_stores_only_the_new_ones(db: Data
 
 def test_a_failed_transaction_leaves_nothing(db: Database) -> None:
     sample = Sample("M1", GOOD_COUNT, T0, Decimal(1))
+
     def fail_midway() -> None:
         with db.transaction() as tx:
             tx.insert_samples([sample])
@@ -165,8 +151,7 @@ def test_invariants_are_named_constraints(db: Database) -> None:
         _insert_wo(db, "WO-R2", "running")
     row = ("M1", GOOD_COUNT, T0, Decimal(1), False)
     sql = (
-        "INSERT INTO samples (machine, metric, ts, value_num, is_historical)"
-        " VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO samples (machine, metric, ts, value_num, is_historical) VALUES (?, ?, ?, ?, ?)"
     )
     with db.transaction() as tx:
         tx.executor.execute(sql, row)

@@ -46,6 +46,7 @@ from taktline_cloud.planning_runs import (
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
 from taktline_cloud.storage.forecasting import sales_by_requested_date
+from tests.support import Clock
 
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # a Tuesday
@@ -53,27 +54,6 @@ WEEK0 = date(2026, 11, 23)  # its ISO week's Monday
 WEEKS = 20
 FIRST_WEEK = WEEK0 - timedelta(weeks=WEEKS)
 FG = "FG-100"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 @pytest.fixture
@@ -298,9 +278,7 @@ def test_forecasting_needs_day_or_week_buckets(service: PlantService, db: Databa
             )
 
 
-def test_an_mrp_run_plans_the_forecast_of_items_switched_on(
-    db: Database, tmp_path: Path
-) -> None:
+def test_an_mrp_run_plans_the_forecast_of_items_switched_on(db: Database, tmp_path: Path) -> None:
     """End to end through the service: plant.yaml's switch reaches `run_mrp`."""
     raw = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
     raw["items"][0]["planning"]["forecast"] = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,7 +30,7 @@ from taktline_cloud.service import PlantService
 from taktline_cloud.settings import RetentionSettings
 from taktline_cloud.storage import Database
 from taktline_contract.metrics import GOOD_COUNT, MACHINE_STATE, SCRAP_COUNT, MachineState
-from tests.support import wait_for
+from tests.support import Clock, wait_for
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 TEMP = "Temperature"
@@ -40,20 +39,6 @@ MS = timedelta(milliseconds=1)
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 DEFAULTS = RetentionPolicy.from_settings(RetentionSettings())
 NOTHING = {"samples": 0, "rollup_1m": 0, "rollup_1h": 0}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database of each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 def policy(**days: int | None) -> RetentionPolicy:
@@ -175,16 +160,6 @@ def test_one_minute_rows_live_as_long_as_their_raw_samples(db: Database) -> None
     refresh_all(db)
     (hour,) = [r for r in all_rollups(db, "1h") if r.bucket == NOW - 20 * DAY]
     assert (hour.count, hour.total) == (2, Decimal(50))
-
-
-class Clock:
-    """A settable clock for the service."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def test_counters_a_work_order_may_still_count_are_kept(db: Database) -> None:

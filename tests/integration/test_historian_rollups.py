@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -34,20 +33,6 @@ from tests.support import wait_for
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 TEMP = "Temperature"
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database of each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 def store(db: Database, *samples: Sample) -> None:

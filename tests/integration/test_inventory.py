@@ -4,7 +4,6 @@ and the migration that rebuilds balances from the ledger."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,33 +17,13 @@ from taktline_cloud.inventory.ledger import Move
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
 from taktline_contract.metrics import GOOD_COUNT
+from tests.support import Clock
 
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 RAW, FG, PRODUCTION = "WH1/RAW", "WH1/FG", "VIRTUAL/PRODUCTION"
 SUPPLIER, CUSTOMER = "VIRTUAL/SUPPLIER", "VIRTUAL/CUSTOMER"
 HOUSING = "RM-HOUSING"  # 6000 on hand at WH1/RAW, 1 per FG-100
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 @pytest.fixture

@@ -44,31 +44,11 @@ from taktline_cloud.planning_runs import PLANNER_LOCK
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
 from taktline_contract.metrics import GOOD_COUNT
+from tests.support import Clock
 
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 TODAY, PAST_DUE = date(2026, 11, 24), date(2026, 11, 23)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 @pytest.fixture

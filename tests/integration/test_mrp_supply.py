@@ -9,7 +9,6 @@ make 480 due 11-25 for SO-1001/1, PLN/RM-SCREW-M6/1 buy 10000 due 11-24 (25000 o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -29,19 +28,6 @@ T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 24)
 BUY, MAKE = "PLN/RM-SCREW-M6/1", "PLN/FG-100/2"
 SALES = ("FG-100", "SO-1001/1", "sales")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 def _plant(db: Database, path: Path) -> PlantService:

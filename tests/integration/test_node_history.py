@@ -5,7 +5,7 @@ and the whole path from Sparkplug births and deaths through the host to the API.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,34 +25,13 @@ from taktline_contract.metrics import BD_SEQ, GOOD_COUNT
 from taktline_contract.sparkplug import DataType, Metric
 from tests.integration.test_cloud_api import cloud_settings, running_cloud
 from tests.integration.test_cloud_host import EdgeNode
-from tests.support import Mosquitto, wait_for
+from tests.support import Clock, Mosquitto, wait_for
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 @pytest.fixture

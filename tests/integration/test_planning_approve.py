@@ -9,7 +9,6 @@ the plant is loaded without plant.yaml's seeded work order (a created work order
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,19 +26,6 @@ from taktline_cloud.storage import Database
 PLANT = Path(__file__).resolve().parents[2] / "config" / "plant.yaml"
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 BUY, MAKE = "PLN/RM-SCREW-M6/1", "PLN/FG-100/2"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    with Database(database_url) as database:
-        yield database
 
 
 @pytest.fixture

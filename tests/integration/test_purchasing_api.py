@@ -34,13 +34,6 @@ ACME = {"X-Taktline-Supplier": "ACME"}
 BETA = {"X-Taktline-Supplier": "BETA"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cloud.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     with Database(database_url) as database:
