@@ -404,6 +404,19 @@ def test_net_change_after_a_changed_sales_order_replans_every_level() -> None:
     assert trace(after, "C", "PLN/B/3") == (("A", "SO-2"),)
 
 
+def test_new_orders_can_replace_an_items_orders_and_keep_its_forecast() -> None:
+    data = plant()
+    forecast = Demand("FC/A/5", "A", week(5), Decimal(7), DemandKind.FORECAST)
+    data.set_demands("A", [*demands("A", {3: 10}), forecast])
+    data.set_demands("A", demands("A", {4: 25}, prefix="SO-new"), keep={DemandKind.FORECAST})
+    assert sorted((r.id, r.kind) for r in data.demands["A"]) == [
+        ("FC/A/5", DemandKind.FORECAST),
+        ("SO-new-4", DemandKind.SALES),
+    ]
+    data.set_demands("A", [])  # nothing kept unless asked
+    assert "A" not in data.demands
+
+
 def test_net_change_refuses_a_changed_bom() -> None:
     before = regenerate(plant())
     other = PlanningData(BUCKETS, [ItemPlanning("A"), ItemPlanning("B"), ItemPlanning("C")])

@@ -49,7 +49,13 @@ from taktline_cloud.org.plant import ItemRef, LineRef, MachineRef, PlantModel
 from taktline_cloud.planning.bom import BomLine as PlanningBomLine
 from taktline_cloud.planning.bom import PlanningError
 from taktline_cloud.planning.buckets import PAST_DUE, Buckets
-from taktline_cloud.planning.mrp import ReceiptKind, ScheduledReceipt, net_change, regenerate
+from taktline_cloud.planning.mrp import (
+    DemandKind,
+    ReceiptKind,
+    ScheduledReceipt,
+    net_change,
+    regenerate,
+)
 from taktline_cloud.planning_runs import (
     NET_CHANGE,
     PLANNER_LOCK,
@@ -1194,13 +1200,14 @@ class PlantService:
             receipts = self._mrp_receipts(tx, model, now)
             available = tx.available_by_item()
             # A count moves its work order's remaining quantity, and so its components' demand.
-            forecasting = replace(self._forecasting, items=self._forecasting.items & set(changed))
-            demands = independent_demands(tx, model, buckets, bom_lines(tx, model), forecasting)
+            # The forecast stays as the last run made it: no model is fitted on a posting.
+            demands = independent_demands(tx, model, buckets, bom_lines(tx, model))
             data = copy_data(last.data)
             for item in changed:
                 data.set_on_hand(item, available.get(item, Decimal(0)))
                 data.set_receipts(item, [r for r in receipts if r.item == item])
-                data.set_demands(item, [d for d in demands if d.item == item])
+                mine = [d for d in demands if d.item == item]
+                data.set_demands(item, mine, keep={DemandKind.FORECAST})
             plan = net_change(last.plan, data, changed)
             stored = store_plan(
                 tx, plan, data, kind=NET_CHANGE, started_at=now, started_clock=started_clock

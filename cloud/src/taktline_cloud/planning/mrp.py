@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -248,10 +248,15 @@ class PlanningData:
         self._known(item)
         self.on_hand[item] = quantity
 
-    def set_demands(self, item: str, demands: Iterable[Demand]) -> None:
-        """Replace the item's independent demand (a new or changed sales order, a forecast)."""
+    def set_demands(
+        self, item: str, demands: Iterable[Demand], *, keep: Collection[DemandKind] = ()
+    ) -> None:
+        """Replace the item's independent demand (a new or changed sales order, a forecast);
+        the current demand of the kinds in `keep` stays (the forecast, when only orders moved)."""
         self._known(item)
-        self.demands.pop(item, None)
+        kept = [r for r in self.demands.pop(item, ()) if r.kind in keep]
+        if kept:
+            self.demands[item] = kept
         for demand in demands:
             if demand.item != item:
                 raise PlanningError(f"{demand.id} is for {demand.item!r}, not {item!r}")
