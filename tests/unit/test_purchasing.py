@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from taktline_cloud.errors import Conflict, Invalid, NotFound
+from taktline_cloud.errors import Conflict, Forbidden, Invalid, NotFound
 from taktline_cloud.planning.bom import BomLine
 from taktline_cloud.planning.items import ItemPlanning, LotSize, Source
 from taktline_cloud.planning.mrp import Demand, PlanningData, regenerate
@@ -32,7 +32,7 @@ from taktline_cloud.purchasing.requisitions import (
     manual_requisition,
     requisitions_from_plan,
 )
-from taktline_cloud.purchasing.scope import Action, Actor, Forbidden, can_act, require
+from taktline_cloud.purchasing.scope import Action, Actor, can_act, require
 from taktline_cloud.purchasing.scope import visible_orders as visible
 from taktline_cloud.purchasing.suppliers import (
     SourcingReason,

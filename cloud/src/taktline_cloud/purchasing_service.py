@@ -350,11 +350,7 @@ def _require(
     there is none), Forbidden when it sees it but may not act."""
     if order is None:
         raise NotFound(f"purchase order {number} not found")
-    try:
-        scope.require(actor, order, action)
-    except scope.Forbidden as exc:
-        # purchasing.scope has its own Forbidden; the API maps the cloud's one to 403.
-        raise Forbidden(str(exc)) from exc
+    scope.require(actor, order, action)
     return order
 
 

@@ -18,12 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from taktline_cloud.errors import CloudError, NotFound
+from taktline_cloud.errors import Forbidden, NotFound
 from taktline_cloud.purchasing.orders import PoStatus, PurchaseOrder
-
-
-class Forbidden(CloudError):  # noqa: N818 - named like the cloud's other errors
-    """The user sees the order but may not take this action on it."""
 
 
 class Action(StrEnum):
