@@ -140,3 +140,23 @@ def test_a_metric_without_datatype_and_no_birth_is_refused_by_name() -> None:
         decode_payload(_without_datatype(None, 9, 1))
     with pytest.raises(PayloadError, match="M1/Count: no datatype"):
         decode_payload(_without_datatype("M1/Count", None, 1), lambda name, alias: None)
+
+
+@pytest.mark.parametrize(
+    ("name", "alias", "label"), [("Recipe", None, "Recipe"), (None, 4, "alias 4")]
+)
+def test_a_datatype_the_codec_does_not_carry_is_a_clear_payload_error(
+    name: str | None, alias: int | None, label: str
+) -> None:
+    from taktline_contract.sparkplug.schema import PayloadMessage
+
+    message = PayloadMessage(timestamp=1_764_000_000_000, seq=1)
+    metric = message.metrics.add()
+    if name is not None:
+        metric.name = name
+    if alias is not None:
+        metric.alias = alias
+    metric.datatype = 16  # DataSet: no Taktline device sends one
+    metric.string_value = "x"
+    with pytest.raises(PayloadError, match=f"metric {label}: unsupported datatype 16"):
+        decode_payload(bytes(message.SerializeToString()))
