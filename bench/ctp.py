@@ -3,7 +3,8 @@
 Issue 5 asks capable-to-promise for a 50-line order with a p95 under 200 ms on this 2-core
 machine. This builds a seeded plant - 200 items (150 finished, 50 sub-assemblies) made on
 10 lines (one or two lines each, measured rates with a standard-rate fallback, two- or
-three-shift calendars with holidays, 2-5 work orders queued per line), BOMs of 3-6 purchased
+three-shift calendars with holidays on the plant's wall clock (Asia/Shanghai), 2-5 work orders
+queued per line), BOMs of 3-6 purchased
 components out of 500 plus, for half the finished items, a sub-assembly of 2-4 components
 (two levels), the
 components' stock, 1 000 open purchase orders at confirmed dates and purchase lead times (a
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from taktline_cloud.planning.bom import BomLine
 from taktline_cloud.sales.ctp import (
@@ -56,6 +58,7 @@ SEMI_FINISHED = 50  # of the items: sub-assemblies in the finished items' BOMs
 LINES = 10
 COMPONENTS = 500
 PURCHASE_ORDERS = 1_000
+ZONE = ZoneInfo("Asia/Shanghai")  # shifts and holidays on the plant's wall clock
 HOLIDAYS = (date(2026, 12, 24), date(2026, 12, 25), date(2026, 12, 31), date(2027, 1, 1))
 
 
@@ -66,7 +69,9 @@ def build(seed: int) -> Plant:
     three = [*two, (clock(22), clock(6))]
     calendars = {
         f"L{n}": WorkingCalendar.weekly(
-            dict.fromkeys(range(5 if n % 2 else 6), three if n % 3 == 0 else two), HOLIDAYS
+            dict.fromkeys(range(5 if n % 2 else 6), three if n % 3 == 0 else two),
+            HOLIDAYS,
+            ZONE,
         )
         for n in range(1, LINES + 1)
     }

@@ -33,29 +33,56 @@ export function detailOf(body: unknown): string {
   return JSON.stringify(detail);
 }
 
-async function call<T>(method: "GET" | "POST", path: string): Promise<T> {
+async function call<T>(method: "GET" | "POST" | "PATCH", path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
-    headers: { Accept: "application/json" },
+    headers,
+    body: body === undefined ? null : JSON.stringify(body),
     signal: AbortSignal.timeout(TIMEOUT_MS),
   });
   const text = await response.text();
-  let body: unknown = null;
+  let answer: unknown = null;
   try {
-    body = text === "" ? null : JSON.parse(text);
+    answer = text === "" ? null : JSON.parse(text);
   } catch {
-    body = null;
+    answer = null;
   }
-  if (!response.ok) throw new ApiError(method, path, response.status, detailOf(body) || text);
-  return body as T;
+  if (!response.ok) throw new ApiError(method, path, response.status, detailOf(answer) || text);
+  return answer as T;
 }
 
 export const getJson = <T>(path: string): Promise<T> => call<T>("GET", path);
-export const postJson = <T>(path: string): Promise<T> => call<T>("POST", path);
+export const postJson = <T>(path: string, body?: unknown): Promise<T> =>
+  call<T>("POST", path, body);
+export const patchJson = <T>(path: string, body: unknown): Promise<T> =>
+  call<T>("PATCH", path, body);
 
 /** The message to show for any failure (an ApiError names status and reason). */
 export function describe(error: unknown): string {
   if (error instanceof ApiError) return `${error.status}: ${error.detail || error.message}`;
   if (error instanceof Error) return error.message;
   return String(error);
+}
+
+/** POST a JSON body as a named user (`X-Taktline-User`, a stand-in for real authentication). */
+export async function postJsonAs<T>(path: string, body: unknown, user: string): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json", "X-Taktline-User": user };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method: "POST",
+    headers,
+    body: body === undefined ? null : JSON.stringify(body),
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+  });
+  const text = await response.text();
+  let answer: unknown = null;
+  try {
+    answer = text === "" ? null : JSON.parse(text);
+  } catch {
+    answer = null;
+  }
+  if (!response.ok) throw new ApiError("POST", path, response.status, detailOf(answer) || text);
+  return answer as T;
 }

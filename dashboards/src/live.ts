@@ -96,8 +96,14 @@ const KNOWN_TYPES = new Set([
   "work_order.updated",
   "stock.updated",
   "promise.changed",
+  "sales_order.updated",
   "node.updated",
   "posting",
+  "mrp.progress",
+  "mrp.run.finished",
+  "reservation.created",
+  "reservation.released",
+  "reservation.consumed",
 ]);
 
 /** Parse one websocket message; unknown or malformed messages are logged and ignored. */

@@ -58,6 +58,13 @@ function main(): void {
       case "promise.changed":
         orders.update(event.data);
         break;
+      case "sales_order.updated":
+        // A cancelled (or closed) line leaves the board; an open one is shown as it is now.
+        for (const line of event.data.lines) {
+          if (line.status === "open") orders.update(line);
+          else orders.remove(line);
+        }
+        break;
       case "node.updated":
         header.setNode(event.data);
         if (event.data.device !== null) machines.setOnline(event.data.device, event.data.online);

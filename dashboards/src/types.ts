@@ -57,6 +57,39 @@ export interface SalesOrderLineRow {
   promise_reason: string | null;
   at_risk: boolean;
   previous_promised_at?: string | null;
+  /** GET /api/sales-orders and sales_order.updated only (the big screen shows open lines). */
+  status?: "open" | "cancelled" | "closed";
+  cancelled_at?: string | null;
+  /** promise.changed of a capable-to-promise promise: its reason chain. */
+  steps?: PromiseStep[];
+}
+
+/** One link of a promise's reason chain (stock, queue, component, purchase, production, short). */
+export interface PromiseStep {
+  kind: string;
+  reference: string;
+  at: string | null;
+  quantity: string;
+  text: string;
+}
+
+/** One promise given for a line (GET /api/sales-orders/{order}/lines/{line}/promises). */
+export interface PromiseRow {
+  order: string;
+  line: number;
+  promised_at: string | null;
+  reason: string;
+  at: string;
+  steps: PromiseStep[];
+}
+
+/** A sales order with its lines (POST /api/sales-orders, sales_order.updated). */
+export interface SalesOrderRow {
+  number: string;
+  customer: string;
+  created_at: string;
+  status: "open" | "cancelled" | "closed";
+  lines: SalesOrderLineRow[];
 }
 
 export interface NodeRow {
@@ -82,8 +115,28 @@ export type LiveEvent =
   | { type: "work_order.updated"; at: string; data: WorkOrderRow }
   | { type: "stock.updated"; at: string; data: StockRow }
   | { type: "promise.changed"; at: string; data: SalesOrderLineRow }
+  | { type: "sales_order.updated"; at: string; data: SalesOrderRow }
   | { type: "node.updated"; at: string; data: NodeRow }
-  | { type: "posting"; at: string; data: Record<string, unknown> };
+  | { type: "posting"; at: string; data: Record<string, unknown> }
+  | { type: "mrp.progress" | "mrp.run.finished"; at: string; data: MrpProgressData }
+  | {
+      type: "reservation.created" | "reservation.released" | "reservation.consumed";
+      at: string;
+      data: Record<string, unknown>;
+    };
+
+/** An MRP run's progress (mrp.progress, mrp.run.finished, GET /api/mrp/runs/current). */
+export interface MrpProgressData {
+  job: number | null;
+  kind: string;
+  status: "running" | "finished" | "failed";
+  phase: string;
+  done?: number;
+  total?: number;
+  percent?: string;
+  run: { id: number; kind: string; planned_orders: number; exceptions: number } | null;
+  error: string | null;
+}
 
 export const stockKey = (row: Pick<StockRow, "item" | "location">): string =>
   `${row.item}-${row.location}`;

@@ -7,18 +7,15 @@ order once one does) and the pump's make order (a work order), and sends the dra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.browser.test_big_screen import CHROMIUM, CHROMIUM_ARGS, LOAD_TIMEOUT_MS
-from tests.demo_support import DIST, running_demo
-from tests.support import missing_service
+from tests.browser.test_big_screen import LOAD_TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 
@@ -26,36 +23,6 @@ UI_TIMEOUT_MS = 10_000
 SCREWS = "RM-SCREW-M6"
 PUMP = "FG-100"
 COORDINATOR_SCREENSHOT = Path("/tmp/supervisor-demo.png")
-
-
-@pytest.fixture(scope="module")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a `taktline demo` of this module's own (its plan and orders are changed)."""
-    if not CHROMIUM.exists():
-        missing_service("chromium")
-    if not (DIST / "index.html").is_file():
-        missing_service("built dashboards (cd dashboards && npm ci && npm run build)")
-    with running_demo(tmp_path_factory.mktemp("demo")) as (_, url):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def api(demo_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=demo_url, timeout=10.0) as client:
-        yield client
-
-
-@pytest.fixture
-def page(demo_url: str) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            context = chromium.new_context(viewport={"width": 1600, "height": 1000})
-            yield context.new_page()
-        finally:
-            chromium.close()
 
 
 def _ok(response: httpx.Response) -> Any:

@@ -43,6 +43,7 @@ from taktline_cloud.planning_runs import (
     planning_data,
     store_plan,
 )
+from taktline_cloud.sales.orders import NewLine
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
 from taktline_cloud.storage.forecasting import sales_by_requested_date
@@ -305,3 +306,47 @@ def test_an_mrp_run_plans_the_forecast_of_items_switched_on(db: Database, tmp_pa
         for serve in peg.serves
     }
     assert "forecast" not in kinds
+
+
+def test_a_new_order_takes_its_share_of_the_forecast_in_a_net_change_run(
+    db: Database, tmp_path: Path
+) -> None:
+    """A sales order booked after the run consumes the forecast by net change, as the next
+    regenerative run would: its bucket's demand is the larger of forecast and orders, not
+    both added up (the forecast is not refitted on a net change)."""
+    raw = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
+    raw["items"][0]["planning"]["forecast"] = True
+    path = tmp_path / "plant.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    service = PlantService(db, clock=Clock(T0))
+    service.load_master_data(path)
+    weekly_history(db, lambda week: 700)
+    service.run_mrp()
+    before = service._mrp_last
+    assert before is not None
+    assert FG in before.forecasts
+
+    def fg_demands(data: Any) -> dict[str, Decimal]:
+        return {r.id: r.quantity for r in data.demands[FG]}
+
+    forecast_before = {k: q for k, q in fg_demands(before.data).items() if k.startswith("FC/")}
+    assert forecast_before  # the history gives a forecast to consume
+    day = date(2026, 12, 2)  # a Wednesday: day buckets, and the history sold on Wednesdays
+    service.create_sales_order("CUST-ACME", [NewLine(FG, Decimal(250), day)], "SO-3001")
+
+    after = service._mrp_last
+    assert after is not None
+    assert after.row.kind == "net-change"
+    netted = fg_demands(after.data)
+    assert netted["SO-3001/1"] == Decimal(250)
+    forecast_after = {k: q for k, q in netted.items() if k.startswith("FC/")}
+    # The order took 250 of the forecast it fell in: total FG demand grew by nothing.
+    assert sum(forecast_before.values()) - sum(forecast_after.values()) == Decimal(250)
+    assert sum(netted.values()) == sum(fg_demands(before.data).values())
+
+    # And exactly what a regenerative run plans from the same data.
+    service.run_mrp()
+    regenerated = service._mrp_last
+    assert regenerated is not None
+    assert regenerated.row.kind == "regenerative"
+    assert fg_demands(regenerated.data) == netted

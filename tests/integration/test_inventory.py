@@ -183,7 +183,9 @@ def test_reservations_hold_available_stock_until_released_or_consumed(
     assert (shipped.status, shipped.consumed) == ("consumed", 100)
     assert balance(service, "FG-100", FG) == (20, 0, 20)
     assert balance(service, "FG-100", CUSTOMER) == (100, 0, 100)
-    assert sorted((e.data["location"], e.data["on_hand"]) for e in events) == [(FG, "20")]
+    stock = [e for e in events if e.type == "stock.updated"]
+    assert sorted((e.data["location"], e.data["on_hand"]) for e in stock) == [(FG, "20")]
+    assert events[0].type == "reservation.consumed"
     with pytest.raises(Conflict, match="reservation 2 is already consumed"):
         service.consume_reservation(so.id)
     with pytest.raises(NotFound, match="no reservation 99"):

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from taktline_cloud.api import ApiContext, install_api
 from taktline_cloud.events import Event
 from taktline_cloud.live import LiveHub, ServiceGateway, ServiceWorker
+from taktline_cloud.planning_approve import _line_for
 from taktline_cloud.purchasing_service import PurchasingService
 from taktline_cloud.service import PlantService
 from taktline_cloud.storage import Database
@@ -66,6 +67,13 @@ def live() -> list[Event]:
 def client(
     database_url: str, plant_file: Path, live: list[Event]
 ) -> Iterator[tuple[TestClient, Clock]]:
+    yield from serve(database_url, plant_file, live)
+
+
+def serve(
+    database_url: str, plant_file: Path, live: list[Event]
+) -> Iterator[tuple[TestClient, Clock]]:
+    """The plant's REST API over `plant_file`, with capable-to-promise on, as app.py wires it."""
     clock = Clock()
     with Database(database_url) as db:
         plant = PlantService(db, clock=clock, capable_to_promise=True)
@@ -163,3 +171,131 @@ def test_promise_follows_the_purchase_order_of_a_component(
     reasons = [h["reason"] for h in ok(api.get(PROMISES))]
     assert any("PO-000001 confirmed 10 Dec" in r for r in reasons)
     assert any("PO-000001 confirmed 12 Dec" in r for r in reasons)
+
+
+@pytest.fixture
+def two_orders(tmp_path: Path) -> Path:
+    """The demo plant (two shifts Monday to Saturday, Shanghai time) with no cast housings in
+    stock, plenty of every other component, and two sales orders of 4 000 pumps each."""
+    data = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
+    assert data["calendar"]["timezone"] == "Asia/Shanghai"
+    assert data["calendar"]["shifts"] == {"mon-sat": ["06:00-14:00", "14:00-22:00"]}
+    data["opening_stock"] = [
+        {**s, "quantity": "100000"} if s["item"].startswith("RM-") else s
+        for s in data["opening_stock"]
+        if s["item"] != "RM-HOUSING"
+    ]
+    data["sales_orders"] = [
+        {
+            "number": number,
+            "customer": "CUST-ACME",
+            "lines": [{"line": 1, "item": "FG-100", "quantity": "4000", "requested_in_days": days}],
+        }
+        for number, days in (("SO-1001", 7), ("SO-1002", 10))
+    ]
+    data["work_orders"] = []
+    path = tmp_path / "plant.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def shared(
+    database_url: str, two_orders: Path, live: list[Event]
+) -> Iterator[tuple[TestClient, Clock]]:
+    yield from serve(database_url, two_orders, live)
+
+
+def test_orders_share_purchase_orders_and_promises_keep_the_shift_calendar(
+    shared: tuple[TestClient, Clock],
+) -> None:
+    api, _ = shared
+    acme = {"code": "ACME", "name": "Acme Castings", "lead_days": 10}
+    ok(api.put("/api/suppliers/ACME", json=acme))
+    offer = {"item": "RM-HOUSING", "unit_price": "14.50", "pack_size": "100"}
+    ok(api.put("/api/suppliers/ACME/items", json=offer))
+    # PO-000001: 4 000 housings on Tuesday 1 Dec (00:00 UTC = 08:00 in Shanghai, in the
+    # day shift); PO-000002: 4 000 on Sunday 6 Dec, when the line does not work.
+    for needed in ("2026-12-01", "2026-12-06"):
+        wanted = {"item": "RM-HOUSING", "quantity": "4000", "needed": needed}
+        ok(api.post("/api/purchase-orders", json={"requisitions": [wanted]}), 201)
+    ok(api.post("/api/purchase-orders/PO-000001/send"))
+    ok(api.post("/api/purchase-orders/PO-000002/send"))
+
+    lines = {row["order"]: row for row in ok(api.get("/api/sales-orders"))}
+    # SO-1001 (requested 1 Dec, first): 120 from stock, 3 880 made from 3 880 housings of
+    # PO-000001 at 2 160/h = 1 h 47 min 47 s → 1 Dec 01:48 UTC.
+    first = lines["SO-1001"]
+    assert at(first["promised_at"]) == datetime(2026, 12, 1, 1, 48, tzinfo=UTC)
+    assert (
+        "RM-HOUSING short by 3,880 until PO-000001 confirmed 1 Dec 00:00"
+        in (first["promise_reason"])
+    )
+    assert first["at_risk"] is False
+    # SO-1002: PO-000001 has only 120 left for it, so it waits for PO-000002 (alone it
+    # would have been made from PO-000001 on 1 Dec). That arrives on a Sunday: the line
+    # opens Monday 06:00 in Shanghai = Sunday 22:00 UTC; 4 000 at 2 160/h = 1 h 51 min
+    # 7 s → 6 Dec 23:52 UTC, after its requested 4 Dec.
+    second = lines["SO-1002"]
+    assert at(second["promised_at"]) == datetime(2026, 12, 6, 23, 52, tzinfo=UTC)
+    reason = second["promise_reason"]
+    assert "RM-HOUSING short by 4,000 until PO-000002 confirmed 6 Dec 00:00" in reason
+    assert "(shift calendar: closed until 6 Dec 22:00)" in reason
+    assert second["at_risk"] is True
+
+    (last,) = ok(api.get("/api/sales-orders/SO-1002/lines/1/promises"))[-1:]
+    kinds = [(s["kind"], s["reference"]) for s in last["steps"]]
+    assert ("component", "PO-000002") in kinds
+    assert ("component", "PO-000001") not in kinds
+    (calendar,) = [s for s in last["steps"] if s["kind"] == "calendar"]
+    assert calendar["reference"] == "LINE-1"
+    assert at(calendar["at"]) == datetime(2026, 12, 6, 22, tzinfo=UTC)
+    assert last["steps"][-1]["kind"] == "production"
+
+
+def test_routes_choose_the_line_and_a_line_keeps_its_own_calendar(
+    db: Database, tmp_path: Path
+) -> None:
+    # LINE-2 works round the clock (its own calendar) and is the only line routed for FG-100,
+    # at 1 000/h: 10 000 made from Tuesday 08:00 UTC take 10 h → 18:00. LINE-1 (2 160/h, in
+    # its day shift) would finish at 12:38, so the promise shows the routes are obeyed.
+    data = yaml.safe_load(PLANT.read_text(encoding="utf-8"))
+    data["lines"].append(
+        {
+            "code": "LINE-2",
+            "name": "Assembly line 2",
+            "gateway": "GW-2",
+            "machines": [{"code": "M9", "name": "Press"}],
+            "work_centre": {"code": "WC-LINE-2", "standard_rate_per_hour": "1500"},
+            "calendar": {"shifts": {"mon-sun": ["00:00-24:00"]}},
+        }
+    )
+    data["routes"] = {"FG-100": [{"line": "LINE-2", "standard_rate_per_hour": "1000"}]}
+    data["opening_stock"] = [
+        {**s, "quantity": "100000"} if s["item"].startswith("RM-") else s
+        for s in data["opening_stock"]
+    ]
+    data["sales_orders"][0]["lines"] = [
+        {"line": 1, "item": "FG-100", "quantity": "10120", "requested_in_days": 14}
+    ]
+    data["work_orders"] = []
+    path = tmp_path / "plant.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    plant = PlantService(db, clock=lambda: T0, capable_to_promise=True)
+    plant.load_master_data(path)
+
+    assert plant.item_lines("FG-100") == ["LINE-2"]
+    assert _line_for(plant, "FG-100") == "LINE-2"  # where an approved make order goes
+    (line,) = plant.sales_orders()
+    assert line.promised_at == T0 + timedelta(hours=10)
+    assert "10,000 made on LINE-2 at 1,000/h standard" in (line.promise_reason or "")
+    assert "shift calendar" not in (line.promise_reason or "")
+
+    # The routes taken out of the file (loaded again): every line makes FG-100, LINE-1 first.
+    del data["routes"]
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    plant.load_master_data(path)
+    assert plant.item_lines("FG-100") == ["LINE-1", "LINE-2"]
+    (line,) = plant.sales_orders()
+    assert line.promised_at == datetime(2026, 11, 24, 12, 38, tzinfo=UTC)
+    assert "10,000 made on LINE-1 at 2,160/h standard" in (line.promise_reason or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,63 @@ def wo_on_unknown_line(data: Data) -> None:
     data["work_orders"][0]["line"] = "LINE-9"
 
 
+def bad_shift_time(data: Data) -> None:
+    data["calendar"]["shifts"] = {"mon-fri": ["06:00-14:00", "14:00-25:00"]}
+
+
+def overlapping_shifts(data: Data) -> None:
+    data["calendar"]["shifts"] = {"mon-fri": ["06:00-14:30", "14:00-22:00"]}
+
+
+def night_into_the_morning(data: Data) -> None:
+    # Friday's night shift runs to 07:00 Saturday, past Saturday's 06:00 start.
+    data["calendar"]["shifts"] = {"mon-fri": ["22:00-07:00"], "sat": ["06:00-14:00"]}
+
+
+def day_named_twice(data: Data) -> None:
+    data["calendar"]["shifts"] = {"mon-fri": ["06:00-14:00"], "fri,sat": ["06:00-14:00"]}
+
+
+def unknown_weekday(data: Data) -> None:
+    data["calendar"]["shifts"] = {"monday-fri": ["06:00-14:00"]}
+
+
+def no_shift(data: Data) -> None:
+    data["calendar"]["shifts"] = {"mon-sun": []}
+
+
+def unknown_zone(data: Data) -> None:
+    data["calendar"]["timezone"] = "Asia/Suzhou"
+
+
+def bad_holiday(data: Data) -> None:
+    data["calendar"]["holidays"] = ["2026-02-30"]
+
+
+def route_on_unknown_line(data: Data) -> None:
+    data["routes"]["FG-100"] = [{"line": "LINE-9"}]
+
+
+def route_of_a_raw_item(data: Data) -> None:
+    data["routes"]["RM-GASKET"] = [{"line": "LINE-1"}]
+
+
+def route_rate_as_float(data: Data) -> None:
+    data["routes"]["FG-100"] = [{"line": "LINE-1", "standard_rate_per_hour": 2160.5}]
+
+
+def wo_on_a_line_not_routed(data: Data) -> None:
+    data["lines"].append(
+        {**data["lines"][0], "code": "LINE-2", "machines": [{"code": "M9", "name": "Press"}]}
+    )
+    data["work_orders"][0]["line"] = "LINE-2"
+
+
+def line_holidays_without_shifts(data: Data) -> None:
+    del data["calendar"]
+    data["lines"][0]["calendar"] = {"holidays": ["2026-12-25"]}
+
+
 @pytest.mark.parametrize(
     ("change", "field", "problem"),
     [
@@ -89,6 +147,19 @@ def wo_on_unknown_line(data: Data) -> None:
         (duplicate_machine, "lines.machines", "duplicate code 'M1'"),
         (misspelt_field, "work_orders[0]", ""),
         (wo_on_unknown_line, "work_orders[0].line", "unknown line 'LINE-9'"),
+        (bad_shift_time, "calendar.shifts", "mon-fri[1]: '25:00' is not a time of day"),
+        (overlapping_shifts, "calendar.shifts", "shifts overlap: mon 06:00-14:30 runs past"),
+        (night_into_the_morning, "calendar.shifts", "fri 22:00-07:00 runs past the start of sat"),
+        (day_named_twice, "calendar.shifts", "fri is named twice"),
+        (unknown_weekday, "calendar.shifts", "weekdays are mon, tue"),
+        (no_shift, "calendar.shifts", "no shift at all"),
+        (unknown_zone, "calendar.timezone", "unknown time zone 'Asia/Suzhou'"),
+        (bad_holiday, "calendar.holidays[0]", ""),
+        (route_on_unknown_line, "routes.FG-100[0].line", "unknown line 'LINE-9'"),
+        (route_of_a_raw_item, "routes.RM-GASKET", "raw item 'RM-GASKET' is bought"),
+        (route_rate_as_float, "routes.FG-100[0].standard_rate_per_hour", "write decimals"),
+        (wo_on_a_line_not_routed, "work_orders[0].line", "LINE-2 does not make FG-100"),
+        (line_holidays_without_shifts, "lines[0].calendar", "holidays without shifts"),
     ],
 )
 def test_invalid_file_names_file_and_field(
@@ -112,3 +183,49 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
     bad.write_text("- just a list\n")
     with pytest.raises(MasterDataError, match="expected a mapping"):
         load_plant(bad)
+
+
+def test_the_demo_calendar_and_routes() -> None:
+    plant = load_plant(PLANT)
+    calendar = plant.line_calendar("LINE-1")
+    assert calendar is not None
+    assert calendar.timezone == "Asia/Shanghai"
+    two = [(time(6), time(14)), (time(14), time(22))]
+    assert calendar.week == dict.fromkeys(range(6), two)  # Monday to Saturday
+    assert date(2027, 1, 1) in calendar.holidays
+    (route,) = plant.routes["FG-100"]
+    assert (route.line, route.standard_rate_per_hour) == ("LINE-1", Decimal(2160))
+
+
+def test_a_line_calendar_replaces_the_shifts_and_adds_holidays(tmp_path: Path) -> None:
+    def change(data: Data) -> None:
+        data["calendar"]["holidays"] = ["2026-12-25"]
+        data["lines"].append(
+            {
+                **data["lines"][0],
+                "code": "LINE-2",
+                "machines": [{"code": "M9", "name": "Press"}],
+                "calendar": {
+                    "shifts": {"mon-fri,sun": ["22:00-06:00"], "sat": ["06:00-24:00"]},
+                    "holidays": ["2026-12-26"],
+                },
+            }
+        )
+
+    plant = load_plant(broken(tmp_path, change))
+    line_2 = plant.line_calendar("LINE-2")
+    assert line_2 is not None
+    assert line_2.timezone == "Asia/Shanghai"  # the plant's
+    assert line_2.week == {
+        **{day: [(time(22), time(6))] for day in (0, 1, 2, 3, 4, 6)},
+        5: [(time(6), time(0))],  # to midnight
+    }
+    assert line_2.holidays == (date(2026, 12, 25), date(2026, 12, 26))
+    line_1 = plant.line_calendar("LINE-1")
+    assert line_1 is not None
+    assert line_1.holidays == (date(2026, 12, 25),)
+
+
+def test_without_a_calendar_lines_work_round_the_clock(tmp_path: Path) -> None:
+    plant = load_plant(broken(tmp_path, lambda data: data.pop("calendar")))
+    assert plant.line_calendar("LINE-1") is None

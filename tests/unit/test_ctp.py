@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +24,7 @@ from taktline_cloud.sales.ctp import (
     FinishedStock,
     OrderLine,
     Plant,
+    Promiser,
     PurchaseOrder,
     QueuedWork,
     Route,
@@ -93,9 +95,16 @@ def test_production_crosses_the_night_and_the_weekend() -> None:
     promise = one("280", plant(stock="40"), now=at(27, 20))
     assert promise.promised_at == at(30, 8)
     assert promise.kind is CtpKind.PRODUCTION
+    # 4 h of work over 60 h of clock time: the 56 h off shift are told, and kept as a step.
     assert promise.reason == (
         "SO-12 line 1: 40 from stock; 240 made on L1 at 60/h measured, 27 Nov 20:00 to 30 Nov 08:00"
+        " (shift calendar: 56 h off shift during the run)"
     )
+    assert [s.kind for s in promise.steps] == [
+        StepKind.STOCK,
+        StepKind.CALENDAR,
+        StepKind.PRODUCTION,
+    ]
     made = promise.steps[-1]
     assert (made.kind, made.reference, made.at, made.quantity) == (
         StepKind.PRODUCTION,
@@ -126,6 +135,105 @@ def test_a_night_shift_runs_past_midnight() -> None:
     # then 2 h from Wednesday 22:00 → Thursday 00:00.
     promise = one("600", plant(calendars={"L1": nights}))
     assert promise.promised_at == at(26, 0)
+
+
+def test_a_weekend_and_a_holiday_delay_the_start_and_the_reason_says_so() -> None:
+    # Two shifts Monday to Friday, Monday 30 Nov a holiday. Friday 27 Nov 21:30: 120 at 60/h =
+    # 2 h; Friday gives 30 min to 22:00, the weekend and the holiday nothing, Tuesday 1 Dec
+    # 06:00 + 1 h 30 min = 07:30.
+    holiday = WorkingCalendar.weekly(
+        {day: [(time(6), time(14)), (time(14), time(22))] for day in range(5)},
+        holidays=[date(2026, 11, 30)],
+    )
+    promise = one("120", plant(calendars={"L1": holiday}), now=at(27, 21, 30))
+    assert promise.promised_at == at(1, 7, 30, month=12)
+    # 2 h of work over 82 h of clock time.
+    assert promise.reason.endswith(
+        "27 Nov 21:30 to 1 Dec 07:30 (shift calendar: 80 h off shift during the run)"
+    )
+    # Saturday: the line is closed until Tuesday 06:00 (weekend, then the holiday).
+    promise = one("60", plant(calendars={"L1": holiday}), now=at(28, 9))
+    assert promise.promised_at == at(1, 7, month=12)
+    assert "(shift calendar: closed until 1 Dec 06:00)" in promise.reason
+    (closed,) = [s for s in promise.steps if s.kind is StepKind.CALENDAR]
+    assert (closed.reference, closed.at) == ("L1", at(1, 6, month=12))
+
+
+def test_no_calendar_step_when_the_line_works_through() -> None:
+    promise = one("60", plant())  # Tuesday 10:00-11:00, inside the day shift
+    assert not any(s.kind is StepKind.CALENDAR for s in promise.steps)
+    assert "shift calendar" not in promise.reason
+
+
+def test_a_night_shift_over_midnight_in_the_plants_time_zone() -> None:
+    # Shanghai (UTC+8): a night shift 22:00-06:00 local = 14:00-22:00 UTC, Monday to Friday
+    # evenings; Thursday 26 Nov (local) a holiday: its night shift is dropped, but Wednesday's,
+    # running past midnight into the holiday, still runs to its end.
+    shanghai = ZoneInfo("Asia/Shanghai")
+    nights = WorkingCalendar.weekly(
+        {day: [(time(22), time(6))] for day in range(5)},
+        holidays=[date(2026, 11, 26)],
+        zone=shanghai,
+    )
+    # Tuesday 10:00 UTC = 18:00 local: the shift opens 22:00 local = 14:00 UTC. 900 at 60/h =
+    # 15 h: Tuesday night 14:00-22:00 UTC (8 h), Wednesday night 8 h more → 7 h into it,
+    # Wednesday 14:00 + 7 h = 21:00 UTC (Thursday 05:00 local, the holiday).
+    promise = one("900", plant(calendars={"L1": nights}))
+    assert promise.promised_at == at(25, 21)
+    assert "closed until 24 Nov 14:00" in promise.reason  # sentences are in UTC
+    # 1 000 = 16 h 40 min: Thursday's night (the holiday) is dropped → Friday 27 Nov 22:00
+    # local = 14:00 UTC + 40 min.
+    assert one("1000", plant(calendars={"L1": nights})).promised_at == at(27, 14, 40)
+    # The windows come out in UTC.
+    begin, end = next(nights.windows(TUESDAY))
+    assert (begin, end) == (at(24, 14), at(24, 22))
+    assert begin.tzinfo is UTC
+
+
+def test_a_shift_across_a_daylight_saving_change_lasts_its_real_time() -> None:
+    # Berlin leaves summer time on Sunday 25 Oct 2026 at 03:00 (back to 02:00): the Saturday
+    # night shift 22:00-06:00 lasts 9 h of real time (20:00 UTC to 05:00 UTC).
+    berlin = WorkingCalendar.weekly({5: [(time(22), time(6))]}, zone=ZoneInfo("Europe/Berlin"))
+    saturday = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+    begin, end = next(berlin.windows(saturday))
+    assert (begin, end) == (
+        datetime(2026, 10, 24, 20, 0, tzinfo=UTC),
+        datetime(2026, 10, 25, 5, 0, tzinfo=UTC),
+    )
+    assert berlin.advance(saturday, timedelta(hours=9)) == end
+
+
+def test_two_orders_compete_for_one_purchase_order() -> None:
+    # 20 X on hand and PO-7 of 100 X on Thursday 08:00, then PO-9 of 100 X on Monday 30 Nov
+    # 08:00. SO-1 (60 A) takes the 20 on hand and 40 of PO-7 → made Thursday 08:00-09:00.
+    # SO-2 (80 A) finds 60 left on PO-7 and takes 20 of PO-9 → Monday 08:00, 80 at 60/h →
+    # 09:20. Each order alone would be made from PO-7 on Thursday.
+    pos = (
+        PurchaseOrder("PO-7", "X", Decimal(100), at(26, 8)),
+        PurchaseOrder("PO-9", "X", Decimal(100), at(30, 8)),
+    )
+    setup = plant(x_on_hand="20", pos=pos)
+    promiser = Promiser(setup, TUESDAY)
+    (first,) = promiser.promise("SO-1", [line("60")])
+    (second,) = promiser.promise("SO-2", [line("80")])
+    assert first.promised_at == at(26, 9)
+    assert "component X short by 40 until PO-7 confirmed 26 Nov 08:00" in first.reason
+    assert second.promised_at == at(30, 9, 20)
+    assert "component X short by 80 until PO-9 confirmed 30 Nov 08:00" in second.reason
+    (component,) = [s for s in second.steps if s.kind is StepKind.COMPONENT]
+    assert (component.reference, component.at) == ("PO-9", at(30, 8))
+    # Alone, SO-2 would take the 20 on hand and 60 of PO-7: Thursday 08:00 + 80 min.
+    (alone,) = promise_order("SO-2", [line("80")], setup, TUESDAY)
+    assert alone.promised_at == at(26, 9, 20)
+
+
+def test_a_refused_order_takes_nothing_from_the_next() -> None:
+    pos = (PurchaseOrder("PO-7", "X", Decimal(100), at(26, 8)),)
+    promiser = Promiser(plant(x_on_hand="0", pos=pos), TUESDAY)
+    with pytest.raises(Invalid, match="unknown item 'Z'"):
+        promiser.promise("SO-1", [line("60"), line("5", 2, item="Z")])
+    (promise,) = promiser.promise("SO-2", [line("100")])
+    assert promise.promised_at == at(26, 9, 40)  # all of PO-7 still there
 
 
 def test_queued_work_goes_first() -> None:
@@ -180,6 +288,29 @@ def test_component_with_no_supply_is_bought_in_its_lead_time() -> None:
     assert "component X short by 30: 30 to buy, 5 days lead time → 29 Nov 10:00" in promise.reason
     bought = next(s for s in promise.steps if s.kind is StepKind.PURCHASE)
     assert (bought.reference, bought.at) == ("X", at(29, 10))
+
+
+def test_a_need_beyond_a_late_purchase_order_waits_for_it_and_the_new_purchase() -> None:
+    # 140 X needed: 10 on hand, 100 from PO-7 (confirmed late: Friday 4 Dec 08:00), 30 to buy
+    # in 2 days (Thursday 26 Nov 10:00). The new purchase would come first, but the 100 of
+    # PO-7 only come Friday 4 Dec: the line starts then; 140 at 60/h → 10:20.
+    pos = (PurchaseOrder("PO-7", "X", Decimal(100), at(4, 8, month=12)),)
+    setup = plant(x_on_hand="10", x_lead_time=timedelta(days=2), pos=pos)
+    promise = one("140", setup)
+    assert promise.kind is CtpKind.PURCHASE
+    assert promise.promised_at == at(4, 10, 20, month=12)
+    assert "component X: 100 from PO-7 confirmed 4 Dec 08:00" in promise.reason
+    assert "30 to buy, 2 days lead time → 26 Nov 10:00" in promise.reason
+    found = {s.kind: (s.reference, s.at, s.quantity) for s in promise.steps}
+    assert found[StepKind.COMPONENT] == ("PO-7", at(4, 8, month=12), Decimal(100))
+    assert found[StepKind.PURCHASE] == ("X", at(26, 10), Decimal(30))
+    # A later PO confirmation can only move the promise later, never earlier.
+    sooner = plant(
+        x_on_hand="10",
+        x_lead_time=timedelta(days=2),
+        pos=(PurchaseOrder("PO-7", "X", Decimal(100), at(1, 8, month=12)),),
+    )
+    assert one("140", sooner).promised_at == at(1, 10, 20, month=12)
 
 
 def test_component_with_no_supply_and_no_lead_time_cannot_be_promised() -> None:

@@ -164,7 +164,17 @@ async def _serving(
             return
         loop.call_soon_threadsafe(hub.publish, events)
 
-    purchasing = PurchasingService(database, on_supply_changed=supply_changed)
+    def items_changed(items: frozenset[str]) -> None:
+        # On the worker thread too: a net-change MRP of the order's items, its event live.
+        events = service.mrp_supply_changed(items)
+        loop.call_soon_threadsafe(hub.publish, events)
+
+    purchasing = PurchasingService(
+        database,
+        on_supply_changed=supply_changed,
+        on_items_changed=items_changed,
+        plan=service.mrp_plan,
+    )
     app.state.taktline = ApiContext(
         gateway, hub, host, dead_letters=dead_letters, purchasing=purchasing
     )

@@ -11,9 +11,18 @@ MACHINE_UPDATED = "machine.updated"
 WORK_ORDER_UPDATED = "work_order.updated"
 STOCK_UPDATED = "stock.updated"
 PROMISE_CHANGED = "promise.changed"
+SALES_ORDER_UPDATED = "sales_order.updated"
+"""A sales order was created, or a line changed or cancelled: data is the whole order."""
 POSTING = "posting"
 NODE_UPDATED = "node.updated"
 SNAPSHOT = "snapshot"
+RESERVATION_CREATED = "reservation.created"
+RESERVATION_RELEASED = "reservation.released"
+RESERVATION_CONSUMED = "reservation.consumed"
+MRP_PROGRESS = "mrp.progress"
+"""A background MRP run's progress: {run, status, phase, done, total, percent} (throttled)."""
+MRP_RUN_FINISHED = "mrp.run.finished"
+"""An MRP run is stored (or failed): its summary with the counts of orders and messages."""
 
 
 def iso_utc(at: datetime) -> str:

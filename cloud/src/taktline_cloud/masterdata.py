@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -19,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -79,14 +83,160 @@ class WorkCentre(_Model):
     standard_rate_per_hour: Quantity
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_MINUTES = 24 * 60
+
+
+def _weekdays(key: str) -> list[int]:
+    """Weekdays (Monday = 0) of a key: "mon", "mon-fri", "sat,sun" or "mon-fri,sun"."""
+    days: list[int] = []
+    for part in key.lower().replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise ValueError(
+                f"{key!r}: weekdays are {', '.join(WEEKDAYS)} (a range as mon-fri, a list as"
+                " sat,sun)"
+            )
+        start = WEEKDAYS.index(first)
+        end = WEEKDAYS.index(last) if last else start
+        if end < start:
+            raise ValueError(f"{key!r}: the range {part!r} runs backwards (write it as mon-fri)")
+        days.extend(range(start, end + 1))
+    return days
+
+
+def _clock(text: str, what: str, *, end: bool) -> int:
+    """Minutes after midnight of "HH:MM" ("24:00" only as an end)."""
+    hours, colon, minutes = text.partition(":")
+    if not (colon and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"{what}: {text!r} is not a time of day HH:MM")
+    value = int(hours) * 60 + int(minutes)
+    if int(minutes) > 59 or value > _DAY_MINUTES or (value == _DAY_MINUTES and not end):
+        raise ValueError(f"{what}: {text!r} is not a time of day (00:00 to 23:59, 24:00 as end)")
+    return value
+
+
+def _shift(text: object, what: str) -> tuple[int, int]:
+    """(start, end) minutes of "HH:MM-HH:MM"; an end not after the start is the next day's."""
+    if not isinstance(text, str) or text.count("-") != 1:
+        raise ValueError(f"{what}: {text!r} is not a shift HH:MM-HH:MM")
+    first, last = text.split("-")
+    start = _clock(first.strip(), what, end=False)
+    end = _clock(last.strip(), what, end=True)
+    if end <= start:
+        end += _DAY_MINUTES  # runs past midnight (00:00-00:00: the whole day)
+    return start, end
+
+
+def _as_time(minutes: int) -> time:
+    minutes %= _DAY_MINUTES
+    return time(minutes // 60, minutes % 60)
+
+
+def _week_minutes(shifts: dict[str, list[str]]) -> dict[int, list[tuple[int, int]]]:
+    """{weekday: [(start, end) minutes]} of a shifts mapping, refusing what makes no week."""
+    week: dict[int, list[tuple[int, int]]] = {}
+    for key, texts in shifts.items():
+        for day in _weekdays(key):
+            if day in week:
+                raise ValueError(f"{WEEKDAYS[day]} is named twice (in {key!r} and before)")
+            week[day] = [_shift(text, f"{key}[{i}]") for i, text in enumerate(texts)]
+    if not any(week.values()):
+        raise ValueError("no shift at all: a calendar needs working time")
+    # Every shift on one axis of minutes from Monday 00:00; the week wraps round to Monday.
+    spans = sorted(
+        (day * _DAY_MINUTES + start, day * _DAY_MINUTES + end, day)
+        for day, day_spans in week.items()
+        for start, end in day_spans
+    )
+    week_end = 7 * _DAY_MINUTES
+    following = [*spans[1:], (spans[0][0] + week_end, 0, spans[0][2])]
+    for (start, end, day), (next_start, _, next_day) in zip(spans, following, strict=True):
+        if next_start < end:
+            shift = f"{WEEKDAYS[day]} {_as_time(start):%H:%M}-{_as_time(end):%H:%M}"
+            other = f"{WEEKDAYS[next_day]} {_as_time(next_start):%H:%M}"
+            raise ValueError(f"shifts overlap: {shift} runs past the start of {other}")
+    return week
+
+
+class LineCalendar(_Model):
+    """A line's own working week, replacing the plant's, and its extra holidays.
+
+    `shifts`: weekdays (mon, mon-fri, sat,sun) to shifts "HH:MM-HH:MM" on the plant's wall
+    clock; an end not after its start runs past midnight into the next day ("22:00-06:00"),
+    "00:00-24:00" is the whole day. A shift belongs to the day it starts on, and shifts must
+    not overlap (a night shift running into the next morning's shift included).
+    """
+
+    shifts: dict[str, list[str]] | None = None
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts_make_a_week(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is not None:
+            _week_minutes(value)
+        return value
+
+    def week(self) -> dict[int, list[tuple[time, time]]] | None:
+        """{weekday: [(start, end), ...]} (validated); None when no shifts are given."""
+        if self.shifts is None:
+            return None
+        return {
+            day: [(_as_time(start), _as_time(end)) for start, end in spans]
+            for day, spans in _week_minutes(self.shifts).items()
+        }
+
+
+class PlantCalendar(LineCalendar):
+    """The plant's working week, holidays and time zone (an IANA name: shifts and holidays are
+    on its wall clock; every instant stored stays UTC). Lines without shifts of their own use
+    its shifts; every line has its holidays."""
+
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)"
+            ) from error
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftCalendar:
+    """A line's resolved calendar: time zone, {weekday: [(start, end)]} and holidays."""
+
+    timezone: str
+    week: dict[int, list[tuple[time, time]]]
+    holidays: tuple[date, ...]
+
+
 class Line(_Model):
-    """A production line: machines in flow order, the last one's good count is its output."""
+    """A production line: machines in flow order, the last one's good count is its output.
+
+    `calendar`: shifts of its own (and extra holidays); left out, the plant's calendar; no
+    calendar anywhere: the line works round the clock.
+    """
 
     code: Code
     name: Name
     gateway: Code
     machines: list[Machine] = Field(min_length=1)
     work_centre: WorkCentre
+    calendar: LineCalendar | None = None
+
+
+class RouteSpec(_Model):
+    """A line that makes an item, optionally at the item's own standard rate on that line
+    (left out: the line's work-centre rate)."""
+
+    line: Code
+    standard_rate_per_hour: Quantity | None = None
 
 
 class LotSizeSpec(_Model):
@@ -242,6 +392,14 @@ class PlanningSettings(_Model):
         return -(-self.horizon_days // self.bucket_days)
 
 
+class InventorySettings(_Model):
+    """Inventory rules of the plant: a count's adjustment worth more than
+    `adjustment_approval_value` (|difference| × moving average, in the plant's money) waits
+    for another user's approval; 0 (the default): every adjustment with a value does."""
+
+    adjustment_approval_value: NonNegative = Decimal(0)
+
+
 class PlantData(_Model):
     """The whole plant file."""
 
@@ -256,6 +414,24 @@ class PlantData(_Model):
     sales_orders: list[SalesOrder] = Field(default_factory=list)
     work_orders: list[WorkOrderSpec] = Field(default_factory=list)
     planning: PlanningSettings = PlanningSettings()
+    calendar: PlantCalendar | None = None
+    routes: dict[Code, list[RouteSpec]] = Field(default_factory=dict)
+    inventory: InventorySettings = InventorySettings()
+
+    def line_calendar(self, code: str) -> ShiftCalendar | None:
+        """The line's calendar: its own shifts, else the plant's; the plant's zone, the plant's
+        holidays and its own. None: no shifts anywhere, the line works round the clock."""
+        line = next(line for line in self.lines if line.code == code)
+        plant = self.calendar
+        week = line.calendar.week() if line.calendar is not None else None
+        if week is None and plant is not None:
+            week = plant.week()
+        if week is None:
+            return None
+        holidays = set(plant.holidays if plant is not None else ())
+        holidays.update(line.calendar.holidays if line.calendar is not None else ())
+        zone = plant.timezone if plant is not None else "UTC"
+        return ShiftCalendar(zone, week, tuple(sorted(holidays)))
 
     def org_nodes(self) -> list[OrgNode]:
         """The equipment hierarchy, parents before children."""
@@ -369,8 +545,32 @@ def _cross_check(data: PlantData) -> Iterable[tuple[str, str]]:
     for i, item in enumerate(data.items):
         if item.planning.source == "make" and item.kind == "raw":
             yield f"items[{i}].planning.source", f"raw item {item.sku!r} cannot be made (buy)"
+    yield from _check_routes(data, items, lines)
     for i, wo in enumerate(data.work_orders):
         if wo.item not in items:
             yield f"work_orders[{i}].item", f"unknown item {wo.item!r}"
         if wo.line not in lines:
             yield f"work_orders[{i}].line", f"unknown line {wo.line!r}"
+        made_on = [r.line for r in data.routes.get(wo.item, ()) if r.line in lines]
+        if made_on and wo.line in lines and wo.line not in made_on:
+            yield f"work_orders[{i}].line", f"{wo.line} does not make {wo.item} (routes)"
+    plant_shifts = data.calendar is not None and data.calendar.shifts is not None
+    for i, spec in enumerate(data.lines):
+        if spec.calendar is not None and spec.calendar.shifts is None and not plant_shifts:
+            yield f"lines[{i}].calendar", "holidays without shifts: give shifts here or the plant's"
+
+
+def _check_routes(data: PlantData, items: set[str], lines: set[str]) -> Iterable[tuple[str, str]]:
+    kinds = {item.sku: item.kind for item in data.items}
+    for item, routes in data.routes.items():
+        if item not in items:
+            yield f"routes.{item}", f"unknown item {item!r}"
+        elif kinds[item] == "raw":
+            yield f"routes.{item}", f"raw item {item!r} is bought, no line makes it"
+        if not routes:
+            yield f"routes.{item}", "name at least one line (leave the item out: every line)"
+        for j, route in enumerate(routes):
+            if route.line not in lines:
+                yield f"routes.{item}[{j}].line", f"unknown line {route.line!r}"
+        for code in _duplicates(route.line for route in routes):
+            yield f"routes.{item}", f"line {code!r} listed twice"

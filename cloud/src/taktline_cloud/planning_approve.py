@@ -13,9 +13,10 @@ No table of its own: the document is the record of the approval. Both services r
 cloud's single database worker thread and the whole approval is one call there, so two
 approvals of one order in this process run one after the other (the second finds the first).
 
-What the purchasing service's API does not allow yet: a draft from a *manual* requisition keeps
-no pegs, so the purchase order line does not carry the planned order's pegs (alerts of that line
-then name no customer order); the pegs stay readable at /api/mrp/pegging for the run.
+A buy order's purchase order line keeps the planned order's id and its pegs (the demands it
+serves in the run, as /api/mrp/pegging shows them), as a requisition from a plan does: supply
+alerts of the line follow them to the customer orders behind it until a run plans the order's
+own scheduled receipt (which MRP pegs to the same demands).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Literal
 from taktline_cloud.errors import Conflict, NotFound
 from taktline_cloud.events import Event
 from taktline_cloud.purchasing.orders import PoStatus, PurchaseOrder
+from taktline_cloud.purchasing.requisitions import PeggedDemand
 from taktline_cloud.purchasing.suppliers import SupplierItem
 from taktline_cloud.purchasing_service import BUYER, PurchasingService, RequisitionInput
 from taktline_cloud.readmodels import PlannedOrderRow
@@ -68,18 +70,36 @@ def approve(
         raise NotFound(f"no planned order {planned_order!r} in MRP run {run.id}")
     (row,) = found
     if row.kind == "buy":
-        return _approve_buy(purchasing, run.id, row), []
+        return _approve_buy(plant, purchasing, run.id, row), []
     return _approve_make(plant, run.id, row)
 
 
-def _approve_buy(purchasing: PurchasingService, run: int, row: PlannedOrderRow) -> Approval:
+def _pegs(plant: PlantService, row: PlannedOrderRow) -> tuple[PeggedDemand, ...]:
+    """The planned order's pegs in the latest run (none: lot-size excess only)."""
+    try:
+        pegging = plant.mrp_pegging(row.id, row.item)
+    except NotFound:
+        return ()
+    return tuple(PeggedDemand(peg.demand, Decimal(peg.quantity)) for peg in pegging.pegs)
+
+
+def _approve_buy(
+    plant: PlantService, purchasing: PurchasingService, run: int, row: PlannedOrderRow
+) -> Approval:
     key = requisition_key(run, row.id)
     existing = _order_with_requisition(purchasing.orders(BUYER, item=row.item), key)
     if existing is not None:
         return Approval(run, row, "purchase_order", existing.number, created=False)
     if not any(offer.item == row.item for offer in _offers(purchasing)):
         raise Conflict(f"no supplier sells {row.item}: add one (PUT /api/suppliers/.../items)")
-    wanted = RequisitionInput(row.item, Decimal(row.quantity), row.due_date, key)
+    wanted = RequisitionInput(
+        row.item,
+        Decimal(row.quantity),
+        row.due_date,
+        key,
+        planned_order=row.id,
+        pegged=_pegs(plant, row),
+    )
     orders = purchasing.draft([wanted], actor=BUYER)
     created = _order_with_requisition(orders, key)
     if created is None:  # draft_orders puts every requisition on an order
@@ -118,12 +138,11 @@ def _approve_make(
 
 
 def _line_for(plant: PlantService, item: str) -> str:
-    """The line of the item's latest work order; else the plant's first line (the master data
-    does not say which line makes what yet)."""
-    made = [wo.line for wo in plant.work_orders() if wo.item == item]
-    if made:
-        return made[-1]
-    lines = sorted({machine.line for machine in plant.machines()})
+    """A line that makes the item by the master data's routes: the one of the item's latest
+    work order when it is one of them, else the first in code order (an item with no routes
+    can be made on every line)."""
+    lines = plant.item_lines(item)
     if not lines:
         raise Conflict(f"the plant has no line to make {item} on")
-    return lines[0]
+    made = [wo.line for wo in plant.work_orders() if wo.item == item and wo.line in lines]
+    return made[-1] if made else lines[0]

@@ -20,23 +20,32 @@ means to it, in one transaction of the caller's:
 
 A run replaces the previous run's planned orders, pegs, messages and traced demands in the
 same transaction, so a reader sees one whole run or the other.
+
+A regenerative run in progress is an `MrpJob` (in memory, one process): its phase (reading,
+planning, storing) and items planned of those known, which the planner's progress callback
+updates from whatever thread plans; it hands throttled `mrp.progress` events to the live feed
+and ends with one `mrp.run.finished` (the stored run's summary, or the error).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from taktline_cloud.errors import Invalid
+from taktline_cloud.events import MRP_PROGRESS, MRP_RUN_FINISHED, Event
 from taktline_cloud.masterdata import PlantData
 from taktline_cloud.org.plant import PlantModel
 from taktline_cloud.planning.bom import BomLine
 from taktline_cloud.planning.buckets import Buckets
-from taktline_cloud.planning.forecast import Bucket, consume, demand_series, forecast
+from taktline_cloud.planning.forecast import Bucket, DemandSeries, consume, demand_series, forecast
 from taktline_cloud.planning.items import ItemPlanning, LotRule, LotSize, Source
 from taktline_cloud.planning.mrp import (
     NEGATIVE_ON_HAND,
@@ -51,7 +60,7 @@ from taktline_cloud.planning.mrp import (
 )
 from taktline_cloud.production.work_orders import WorkOrderStatus
 from taktline_cloud.purchasing.orders import PoStatus
-from taktline_cloud.readmodels import MrpRunRow
+from taktline_cloud.readmodels import Dec, MrpRunRow, UtcTime
 from taktline_cloud.storage import Session
 from taktline_cloud.storage.forecasting import sales_by_requested_date
 from taktline_cloud.storage.purchasing import PurchasingStore
@@ -248,26 +257,50 @@ def forecast_bucket(buckets: Buckets) -> Bucket:
     raise Invalid(f"a forecast needs day or week MRP buckets, not {buckets.days} days")
 
 
-def forecast_demands(
-    tx: Session, buckets: Buckets, items: Collection[str], settings: ForecastSettings
-) -> list[Demand]:
-    """Each forecast item's remaining forecast per bucket over the plan's horizon.
-
-    History: the item's sales by requested date up to the bucket holding the plan's first day
-    (that bucket is forecast, not history: it is not over). Booked orders from that bucket on
-    consume the forecast. A bucket that began before the plan is due on the plan's first day.
-    An item without sales history gets no forecast.
-    """
+def _forecast_window(buckets: Buckets) -> tuple[Bucket, date, int]:
+    """The forecast's bucket, the start of the bucket holding the plan's first day, and how
+    many forecast buckets reach the plan's end."""
     bucket = forecast_bucket(buckets)
     current = bucket.start_of(buckets.start)
     horizon = -(-(buckets.end - current).days // bucket.length.days)
-    demands: list[Demand] = []
+    return bucket, current, horizon
+
+
+def fit_forecasts(
+    tx: Session, buckets: Buckets, items: Collection[str], settings: ForecastSettings
+) -> dict[str, DemandSeries]:
+    """Each forecast item's statistical forecast over the plan's horizon (not yet consumed).
+
+    History: the item's sales by requested date up to the bucket holding the plan's first day
+    (that bucket is forecast, not history: it is not over). An item without sales history
+    gets no forecast. A regenerative run fits; a net-change run re-consumes the last fit.
+    """
+    bucket, current, horizon = _forecast_window(buckets)
+    fitted: dict[str, DemandSeries] = {}
     for item in sorted(settings.items & set(items)):
         history = sales_by_requested_date(tx, item, before=current)
         if not history:
             continue
         series = demand_series(history, bucket, through=current - timedelta(days=1))
-        plan = forecast(series, horizon).series
+        fitted[item] = forecast(series, horizon).series
+    return fitted
+
+
+def remaining_forecast(
+    tx: Session,
+    buckets: Buckets,
+    fitted: Mapping[str, DemandSeries],
+    settings: ForecastSettings,
+    items: Collection[str] | None = None,
+) -> list[Demand]:
+    """The forecast of `fitted` (of `items` only, when given) less the orders booked now, per
+    bucket, as demands. Booked orders from the bucket holding the plan's first day on consume
+    the forecast. A bucket that began before the plan is due on the plan's first day."""
+    _, current, _ = _forecast_window(buckets)
+    demands: list[Demand] = []
+    for item, plan in sorted(fitted.items()):
+        if items is not None and item not in items:
+            continue
         orders = sales_by_requested_date(tx, item, since=current)
         for row in consume(plan, orders, backward=settings.backward, forward=settings.forward):
             if row.remaining_forecast > 0:
@@ -281,6 +314,14 @@ def forecast_demands(
                     )
                 )
     return demands
+
+
+def forecast_demands(
+    tx: Session, buckets: Buckets, items: Collection[str], settings: ForecastSettings
+) -> list[Demand]:
+    """Each forecast item's remaining forecast per bucket over the plan's horizon: fitted now
+    (`fit_forecasts`), consumed by the orders booked now (`remaining_forecast`)."""
+    return remaining_forecast(tx, buckets, fit_forecasts(tx, buckets, items, settings), settings)
 
 
 def bom_lines(tx: Session, model: PlantModel) -> list[BomLine]:
@@ -299,13 +340,20 @@ def independent_demands(
     buckets: Buckets,
     bom: Sequence[BomLine],
     forecasting: ForecastSettings | None = None,
+    *,
+    fitted: Mapping[str, DemandSeries] | None = None,
 ) -> list[Demand]:
     """Open sales lines, open work orders' remaining components and the remaining forecast of
-    the items `forecasting` names: everything MRP plans that no parent's planned order causes."""
+    the items `forecasting` names: everything MRP plans that no parent's planned order causes.
+    With `fitted` (a forecast already fitted, e.g. by the last run) it is consumed by the orders
+    booked now instead of fitting anew."""
     demands = _sales_demands(tx)
     demands.extend(_work_order_demands(tx, bom, buckets.start))
-    if forecasting is not None and forecasting.items:
-        demands.extend(forecast_demands(tx, buckets, model.items, forecasting))
+    settings = forecasting if forecasting is not None else ForecastSettings()
+    if fitted is not None:
+        demands.extend(remaining_forecast(tx, buckets, fitted, settings, model.items))
+    elif settings.items:
+        demands.extend(forecast_demands(tx, buckets, model.items, settings))
     return demands
 
 
@@ -316,14 +364,16 @@ def planning_data(
     receipts: Iterable[ScheduledReceipt],
     *,
     forecasting: ForecastSettings | None = None,
+    fitted: Mapping[str, DemandSeries] | None = None,
 ) -> PlanningData:
     """The engine's inputs from the database as this transaction sees it (with the remaining
-    forecast of the items `forecasting` names)."""
+    forecast of the items `forecasting` names; of `fitted` when given, see
+    `independent_demands`)."""
     bom = bom_lines(tx, model)
     available = {
         item: quantity for item, quantity in tx.available_by_item().items() if item in model.items
     }
-    demands = independent_demands(tx, model, buckets, bom, forecasting)
+    demands = independent_demands(tx, model, buckets, bom, forecasting, fitted=fitted)
     return PlanningData(
         buckets,
         _items(tx, model, buckets),
@@ -348,11 +398,13 @@ def copy_data(data: PlanningData) -> PlanningData:
 
 @dataclass(frozen=True, slots=True)
 class StoredRun:
-    """A run as stored: its summary row, and the plan and data a net-change run goes on from."""
+    """A run as stored: its summary row, and the plan, data and fitted forecasts (by item) a
+    net-change run goes on from."""
 
     row: MrpRunRow
     plan: MrpPlan
     data: PlanningData
+    forecasts: Mapping[str, DemandSeries] = field(default_factory=dict)
 
 
 def _source_kind(plan: MrpPlan, item: str, demand: str) -> str:
@@ -372,6 +424,7 @@ def store_plan(
     kind: str,
     started_at: datetime,
     started_clock: float,
+    forecasts: Mapping[str, DemandSeries] | None = None,
 ) -> StoredRun:
     """Replace the latest result with `plan`; the run's summary (timed from `started_clock`,
     a `time.perf_counter()` reading taken when the run began)."""
@@ -436,7 +489,7 @@ def store_plan(
         len(data.beyond_horizon),
     )
     run_id = tx.replace_mrp_result(summary, planned_orders, pegs, exceptions, sources)
-    return StoredRun(run_row((run_id, *summary)), plan, data)
+    return StoredRun(run_row((run_id, *summary)), plan, data, dict(forecasts or {}))
 
 
 def run_row(stored: Sequence[Any]) -> MrpRunRow:
@@ -470,3 +523,179 @@ def affected_items(model: PlantModel, items: Iterable[str]) -> set[str]:
         changed.add(item)
         changed.update(line.component for line in model.boms.get(item, ()))
     return changed
+
+
+# --- runs in progress ----------------------------------------------------------------------------
+
+RUNNING = "running"
+FINISHED = "finished"
+FAILED = "failed"
+
+PHASE_READING = "reading"
+PHASE_PLANNING = "planning"
+PHASE_STORING = "storing"
+
+PROGRESS_INTERVAL_S = 0.25
+"""A progress event at most this often, unless the run moved `PROGRESS_STEP` percent since."""
+PROGRESS_STEP = Decimal(5)
+
+
+class MrpProgressRow(BaseModel):
+    """A run's progress: planned items of all known so far, the phase, and once finished the
+    stored run's summary (`run.id` is the run's id in /api/mrp/runs/{id})."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: int
+    """This process's number for the run (the stored run's id exists once it is stored)."""
+    kind: str
+    status: str
+    """running | finished | failed"""
+    phase: str
+    """reading | planning | storing while running; then finished or failed."""
+    done: int
+    total: int
+    percent: Dec
+    started_at: UtcTime
+    finished_at: UtcTime | None = None
+    run: MrpRunRow | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready dict (Decimal as str, datetime as ISO "…Z")."""
+        return self.model_dump(mode="json")
+
+
+Emit = Callable[[list[Event]], None]
+"""Where a job hands its live events (the app: to the hub, from any thread)."""
+
+
+class MrpJob:
+    """One MRP run while it goes on: its phase and items done, updated by the planner (on any
+    thread) and read by the API; `mrp.progress` events throttled, then one `mrp.run.finished`.
+
+    Throttle: a progress event when the run moved `PROGRESS_STEP` percent, or
+    `PROGRESS_INTERVAL_S` passed, since the last one; the first and the last always.
+    """
+
+    def __init__(
+        self,
+        job: int,
+        kind: str,
+        started_at: datetime,
+        *,
+        emit: Emit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._lock = threading.Lock()
+        self._emit = emit
+        self._clock = clock
+        self._now = now
+        self._row = MrpProgressRow(
+            job=job,
+            kind=kind,
+            status=RUNNING,
+            phase=PHASE_READING,
+            done=0,
+            total=0,
+            percent=ZERO,
+            started_at=started_at,
+        )
+        self._last_sent: tuple[float, Decimal] | None = None
+
+    @property
+    def id(self) -> int:
+        return self._row.job
+
+    @property
+    def running(self) -> bool:
+        return self._row.status == RUNNING
+
+    def row(self) -> MrpProgressRow:
+        """The progress as it is now (an immutable copy)."""
+        with self._lock:
+            return self._row
+
+    def _event(self, kind: str, row: MrpProgressRow) -> Event:
+        return Event(kind, row.to_json(), self._now())
+
+    def _send(self, events: list[Event]) -> None:
+        if self._emit is not None and events:
+            self._emit(events)
+
+    def phase(self, phase: str) -> None:
+        """The run moved on to `phase` (always sent)."""
+        with self._lock:
+            self._row = self._row.model_copy(update={"phase": phase})
+            row = self._row
+            self._last_sent = (self._clock(), row.percent)
+        self._send([self._event(MRP_PROGRESS, row)])
+
+    def progress(self, done: int, total: int) -> None:
+        """The planner's callback (`planning.mrp.Progress`): `done` of `total` items planned."""
+        percent = ZERO if total <= 0 else (Decimal(100) * done / total).quantize(Decimal("0.1"))
+        now = self._clock()
+        with self._lock:
+            self._row = self._row.model_copy(
+                update={"done": done, "total": total, "percent": percent}
+            )
+            last = self._last_sent
+            due = (
+                last is None
+                or done >= total
+                or now - last[0] >= PROGRESS_INTERVAL_S
+                or percent - last[1] >= PROGRESS_STEP
+            )
+            if not due:
+                return
+            self._last_sent = (now, percent)
+            row = self._row
+        self._send([self._event(MRP_PROGRESS, row)])
+
+    def finished(self, run: MrpRunRow) -> Event:
+        """The run is stored; the `mrp.run.finished` event (the caller sends it with the rest
+        of its unit of work's events)."""
+        with self._lock:
+            self._row = self._row.model_copy(
+                update={
+                    "status": FINISHED,
+                    "phase": FINISHED,
+                    "finished_at": run.finished_at,
+                    "run": run,
+                    "done": self._row.total,
+                    "percent": Decimal(100),
+                }
+            )
+            return self._event(MRP_RUN_FINISHED, self._row)
+
+    def failed(self, error: str, at: datetime) -> Event:
+        """The run failed (nothing stored); its `mrp.run.finished` event with the error."""
+        with self._lock:
+            self._row = self._row.model_copy(
+                update={"status": FAILED, "phase": FAILED, "finished_at": at, "error": error}
+            )
+            return self._event(MRP_RUN_FINISHED, self._row)
+
+
+def run_finished_event(row: MrpRunRow, at: datetime) -> Event:
+    """`mrp.run.finished` of a run that ran without a job (a net-change run after a change)."""
+    data = {
+        "job": None,
+        "kind": row.kind,
+        "status": FINISHED,
+        "phase": FINISHED,
+        "run": row.to_json(),
+        "error": None,
+    }
+    return Event(MRP_RUN_FINISHED, data, at)
+
+
+@dataclass(frozen=True, slots=True)
+class MrpStart:
+    """A background run's inputs, read when it started, and its job."""
+
+    job: MrpJob
+    data: PlanningData
+    started_clock: float
+    forecasts: Mapping[str, DemandSeries] = field(default_factory=dict)

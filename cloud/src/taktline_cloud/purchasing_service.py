@@ -9,22 +9,24 @@ A receipt books a stock move from the plant's supplier location into a store at 
 unit price (it moves the item's moving average, as `PlantService.receive` does) and keeps the
 receipt row naming that move, in the same transaction; the order's row is locked first, so two
 receipts on one line check the over-receipt tolerance one after the other. What this service
-does not do itself: re-time sales promises after a confirmation or a receipt (that belongs to
-`PlantService`: the `on_supply_changed` hook, which the app points at it), publish live stock
-events, and take MRP plans: alerts are computed against an empty
-plan unless one is given, so they name the line's own pegs (none for manual requisitions).
+does not do itself: re-time sales promises and re-plan MRP after a change of an order (that
+belongs to `PlantService`: the `on_supply_changed` and `on_items_changed` hooks, which the app
+points at it), publish live stock events, and plan: alerts follow the plant service's latest
+MRP plan (the `plan` source), else only the pegs kept on each line (an approved planned
+order's; none for manual requisitions).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from taktline_cloud.errors import Conflict, Forbidden, Invalid, NotFound
 from taktline_cloud.inventory.ledger import Move
+from taktline_cloud.inventory.lots import receipt_lot
 from taktline_cloud.planning.buckets import Buckets
 from taktline_cloud.planning.mrp import MrpPlan
 from taktline_cloud.production.posting import RECEIPT
@@ -33,7 +35,12 @@ from taktline_cloud.purchasing.alerts import SupplyAlert, confirmation_alerts, d
 from taktline_cloud.purchasing.confirmations import LineAnswer, confirm
 from taktline_cloud.purchasing.orders import PoStatus, PurchaseOrder, draft_orders
 from taktline_cloud.purchasing.receipts import receive
-from taktline_cloud.purchasing.requisitions import Requisition, manual_requisition
+from taktline_cloud.purchasing.requisitions import (
+    PeggedDemand,
+    Requisition,
+    RequisitionSource,
+    manual_requisition,
+)
 from taktline_cloud.purchasing.scope import Action, Actor
 from taktline_cloud.purchasing.suppliers import Supplier, SupplierItem
 from taktline_cloud.readmodels import LedgerRow
@@ -52,12 +59,16 @@ def _utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class RequisitionInput:
-    """A requisition a buyer enters by hand: `quantity` of `item` by `needed`."""
+    """A requisition: `quantity` of `item` by `needed`, entered by hand, or an approved MRP
+    planned order's (`planned_order` and its `pegged` demands, kept on the order line so its
+    supply alerts name the customer orders behind it)."""
 
     item: str
     quantity: Decimal
     needed: date
     id: str | None = None
+    planned_order: str | None = None
+    pegged: tuple[PeggedDemand, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +104,25 @@ class PurchasingService:
         *,
         clock: Callable[[], datetime] = _utc_now,
         on_supply_changed: Callable[[], None] | None = None,
+        on_items_changed: Callable[[frozenset[str]], None] | None = None,
+        plan: Callable[[], MrpPlan | None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
+        # Called like `on_supply_changed`, with the changed order's items: the app runs a
+        # net-change MRP of them there (their scheduled receipts moved).
+        self._on_items_changed = on_items_changed
+        # The latest MRP plan (the plant service's), which alerts follow to the customer orders
+        # a purchase order line serves; None or no plan: only the pegs kept on each line.
+        self._plan = plan
         # Called on the caller's thread once an order's sending, cancelling, closing,
         # confirmation or receipt is committed: the app re-times the sales promises there,
         # which this service cannot do itself.
         self._on_supply_changed = on_supply_changed
 
-    def _supply_changed(self) -> None:
+    def _supply_changed(self, order: PurchaseOrder | None = None) -> None:
+        if order is not None and self._on_items_changed is not None:
+            self._on_items_changed(frozenset(line.item for line in order.lines))
         if self._on_supply_changed is not None:
             self._on_supply_changed()
 
@@ -171,17 +192,23 @@ class PurchasingService:
                 if not store.item_exists(wanted.item):
                     raise Invalid(f"unknown item {wanted.item!r}")
                 id_ = wanted.id or f"MAN/{now:%Y%m%dT%H%M%S}/{index}"
-                sourced.append(
-                    manual_requisition(
-                        id_,
-                        wanted.item,
-                        wanted.quantity,
-                        wanted.needed,
-                        today=today,
-                        suppliers=suppliers,
-                        supplier_items=offers,
-                    )
+                requisition = manual_requisition(
+                    id_,
+                    wanted.item,
+                    wanted.quantity,
+                    wanted.needed,
+                    today=today,
+                    suppliers=suppliers,
+                    supplier_items=offers,
                 )
+                if wanted.planned_order is not None:
+                    requisition = replace(
+                        requisition,
+                        source=RequisitionSource.MRP,
+                        planned_order=wanted.planned_order,
+                        pegged=wanted.pegged,
+                    )
+                sourced.append(requisition)
             orders = draft_orders(
                 sourced,
                 suppliers,
@@ -245,7 +272,7 @@ class PurchasingService:
             order = _require(store.order(number, lock=True), number, actor, action)
             changed = change(order, now)
             store.update_order(changed)
-        self._supply_changed()  # a sent order is expected supply, a cancelled one is not
+        self._supply_changed(changed)  # a sent order is expected supply, a cancelled one is not
         return changed
 
     def confirm(
@@ -264,7 +291,7 @@ class PurchasingService:
                 tuple(store.confirmations(number)),
                 tuple(store.receipts(number)),
             )
-        self._supply_changed()
+        self._supply_changed(confirmation.order)
         return detail
 
     def receive(
@@ -272,14 +299,16 @@ class PurchasingService:
         number: str,
         line: int,
         quantity: Decimal,
-        lot: str,
+        lot: str | None = None,
         *,
         location: str | None = None,
         actor: Actor = BUYER,
     ) -> ReceiptResult:
         """Receive goods on a line into `lot` at `location` (the plant's component store by
-        default): a stock move at the line's unit price and a receipt row, one transaction."""
-        if not _LOT.match(lot):
+        default): a stock move at the line's unit price into the lot and a receipt row, one
+        transaction. Without a lot the receipt gets its own: `lots.receipt_lot` (PO-7-1-2 is
+        PO-7 line 1's second receipt)."""
+        if lot is not None and not _LOT.match(lot):
             raise Invalid(f"lot {lot!r}: 1-64 characters without spaces")
         now = self._now()
         with self._db.transaction() as tx:
@@ -287,6 +316,9 @@ class PurchasingService:
             # Locked before anything is read from it: a concurrent receipt waits, then sees
             # this one's quantity in the tolerance check.
             order = _require(store.order(number, lock=True), number, actor, Action.RECEIVE)
+            if lot is None:
+                on_line = sum(1 for r in store.receipts(number) if r.line == line)
+                lot = receipt_lot(number, line, on_line + 1)
             received, receipt = receive(order, line, quantity, lot, now)
             kinds = tx.location_kinds()
             target = location
@@ -309,6 +341,7 @@ class PurchasingService:
                 f"{number}/{line}",
                 now,
                 receipt.unit_price,
+                lot,
             )
             (row,) = tx.append_moves([move])
             stored = store.add_receipt(
@@ -321,7 +354,7 @@ class PurchasingService:
                 at=now,
             )
             store.update_order(received)
-        self._supply_changed()
+        self._supply_changed(received)  # stock up, scheduled receipt down: re-plan its items
         return ReceiptResult(received, stored, row, receipt.line_closed)
 
     # --- alerts ------------------------------------------------------------------------------
@@ -331,10 +364,14 @@ class PurchasingService:
     ) -> list[SupplyAlert]:
         """Late and short confirmations and deliveries of the open orders the actor sees.
 
-        Without `plan` (MRP is not wired to purchasing yet) the affected demands are only the
-        pegs kept on each line: none for manual requisitions.
+        The affected demands follow `plan`, else the service's latest MRP plan (the `plan`
+        source it was given): a line's scheduled receipt in it, else the planned order it was
+        approved from; without a plan only the pegs kept on each line (an approved planned
+        order's, none for manual requisitions).
         """
         day = self._now().date() if today is None else today
+        if plan is None and self._plan is not None:
+            plan = self._plan()
         against = empty_plan(day) if plan is None else plan
         alerts: list[SupplyAlert] = []
         for order in self.orders(actor):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
@@ -129,6 +129,8 @@ class LedgerRow(_Row):
     """Moving-average valuation: the cost per unit the move was valued at."""
     value: Dec = Decimal(0)
     """quantity × unit_cost (0 for moves booked before valuation began)."""
+    lot: str | None = None
+    """The lot moved (None: stock kept without a lot)."""
 
 
 class SalesOrderLineRow(_Row):
@@ -143,6 +145,41 @@ class SalesOrderLineRow(_Row):
     promised_at: UtcTime | None
     promise_reason: str
     at_risk: bool
+
+
+class SalesLineRow(SalesOrderLineRow):
+    """A sales order line with its promise and its status: open, cancelled, or closed (shipped).
+
+    A line that is not open is promised no more; its `promised_at` is the last promise given."""
+
+    status: Literal["open", "cancelled", "closed"] = "open"
+    cancelled_at: UtcTime | None = None
+
+
+class SalesOrderRow(_Row):
+    """A sales order with its lines; cancelled when every line is, open while one line is."""
+
+    number: str
+    customer: str
+    created_at: UtcTime
+    status: Literal["open", "cancelled", "closed"]
+    lines: list[SalesLineRow]
+
+
+class CustomerRow(_Row):
+    """A customer sales orders may name."""
+
+    code: str
+    name: str
+
+
+class ItemRow(_Row):
+    """An item of the master data (what an order line or a forecast may name)."""
+
+    sku: str
+    name: str
+    kind: str
+    uom: str
 
 
 class PromiseRow(_Row):
@@ -335,3 +372,43 @@ class PromiseStepRow(_Row):
 
 
 PromiseRow.model_rebuild()
+
+
+# --- inventory: lots and cycle counts ----------------------------------------------------------
+
+
+class LotRow(_Row):
+    """Stock of an item at a location in one lot (lot None: what is kept without a lot)."""
+
+    item: str
+    name: str
+    location: str
+    lot: str | None
+    on_hand: Dec
+    uom: str
+
+
+class CountRow(_Row):
+    """A cycle count of an item at a location (optionally one lot) and its adjustment."""
+
+    id: int
+    item: str
+    location: str
+    lot: str | None
+    counted: Dec
+    book: Dec
+    """The book quantity when it was counted."""
+    difference: Dec
+    """counted - book: what the adjustment posts (from or to the inventory location)."""
+    unit_cost: Dec
+    """The moving average the adjustment is valued at (as at the count)."""
+    value: Dec
+    """|difference| × unit_cost."""
+    threshold: Dec
+    """The plant's approval threshold at the count: a value above it waits for approval."""
+    status: str
+    """pending | posted (within the threshold) | approved | rejected"""
+    counted_by: str
+    counted_at: UtcTime
+    decided_by: str | None
+    decided_at: UtcTime | None

@@ -25,6 +25,10 @@ from taktline_cloud.events import (
     NODE_UPDATED,
     POSTING,
     PROMISE_CHANGED,
+    RESERVATION_CONSUMED,
+    RESERVATION_CREATED,
+    RESERVATION_RELEASED,
+    SALES_ORDER_UPDATED,
     STOCK_UPDATED,
     WORK_ORDER_UPDATED,
     Event,
@@ -40,8 +44,11 @@ from taktline_cloud.historian.current import (
     state_name,
 )
 from taktline_cloud.historian.samples import Sample, SampleValue
+from taktline_cloud.inventory import counts as stock_counts
 from taktline_cloud.inventory.balances import Balance
+from taktline_cloud.inventory.counts import Count, CountStatus
 from taktline_cloud.inventory.ledger import BalanceKey, Move
+from taktline_cloud.inventory.lots import check_lot
 from taktline_cloud.inventory.quantities import canonical, display, plain
 from taktline_cloud.inventory.reservations import Reservation, SalesLineRef, parse_demand
 from taktline_cloud.masterdata import PlantData, load_plant
@@ -50,7 +57,7 @@ from taktline_cloud.planning.bom import BomLine as PlanningBomLine
 from taktline_cloud.planning.bom import PlanningError
 from taktline_cloud.planning.buckets import PAST_DUE, Buckets
 from taktline_cloud.planning.mrp import (
-    DemandKind,
+    MrpPlan,
     ReceiptKind,
     ScheduledReceipt,
     net_change,
@@ -58,19 +65,28 @@ from taktline_cloud.planning.mrp import (
 )
 from taktline_cloud.planning_runs import (
     NET_CHANGE,
+    PHASE_PLANNING,
+    PHASE_STORING,
     PLANNER_LOCK,
     REGENERATIVE,
+    Emit,
     ForecastSettings,
+    MrpJob,
+    MrpProgressRow,
+    MrpStart,
     StoredRun,
     affected_items,
     bom_lines,
     buckets_for,
     copy_data,
+    fit_forecasts,
     forecast_settings,
     independent_demands,
     planning_data,
     purchase_receipts,
+    run_finished_event,
     run_row,
+    sales_demand_id,
     store_plan,
 )
 from taktline_cloud.production.counters import checkpoint_holds, count_window
@@ -89,9 +105,13 @@ from taktline_cloud.purchasing.orders import PoStatus
 from taktline_cloud.readmodels import (
     MAX_NODE_CHANGES,
     BalanceRow,
+    CountRow,
+    CustomerRow,
     Dashboard,
     DemandSourceRow,
+    ItemRow,
     LedgerRow,
+    LotRow,
     MachineRow,
     MrpExceptionRow,
     MrpRunRow,
@@ -103,11 +123,23 @@ from taktline_cloud.readmodels import (
     PlantRow,
     PromiseRow,
     ReservationRow,
+    SalesLineRow,
     SalesOrderLineRow,
+    SalesOrderRow,
     StockRow,
     WorkOrderRow,
 )
 from taktline_cloud.sales import ctp
+from taktline_cloud.sales.capacity import item_routes, store_capacity, working_calendars
+from taktline_cloud.sales.orders import MAX_LINES as MAX_SALES_LINES
+from taktline_cloud.sales.orders import (
+    NewLine,
+    OrderStatus,
+    line_status,
+    next_order_number,
+    order_status,
+    requested_day,
+)
 from taktline_cloud.sales.promise import (
     Demand,
     PromiseKind,
@@ -116,6 +148,7 @@ from taktline_cloud.sales.promise import (
     promise_lines,
 )
 from taktline_cloud.storage import Database, Session
+from taktline_cloud.storage.inventory_counts import CountStore
 from taktline_cloud.storage.purchasing import PurchasingStore
 from taktline_cloud.storage.session import SalesLine
 from taktline_contract.metrics import (
@@ -135,6 +168,7 @@ _WORK_ORDER_NUMBER = re.compile(r"^WO-(\d+)$")
 _PROGRESS_STEP = Decimal("0.001")
 _MAX_LEDGER_LIMIT = 10_000
 _NUMBER = re.compile(r"^\S{1,64}$")
+_MRP_JOBS_KEPT = 20
 _MRP_RECEIPT_STATUSES = (
     WorkOrderStatus.RELEASED,
     WorkOrderStatus.DISPATCHED,
@@ -320,6 +354,7 @@ class PlantService:
                 places,
                 plant.location_of_kind("inventory"),
             )
+            tx.set_adjustment_approval_value(plant_code, plant.inventory.adjustment_approval_value)
             for line in plant.lines:
                 ref = LineRef(
                     line.code,
@@ -332,6 +367,7 @@ class PlantService:
             for parent, entries in plant.boms.items():
                 tx.replace_bom(parent, [BomLine(e.component, e.quantity) for e in entries])
             self._store_planning(tx, plant)
+            store_capacity(tx, plant)
             for customer in plant.customers:
                 tx.upsert_customer(customer.code, customer.name)
             self._model = None
@@ -629,13 +665,24 @@ class PlantService:
                 )
             _check_demand(tx, model, wanted, item)
             reservation = tx.reserve(item, location, demand, amount, changes.now)
-        return _reservation_row(reservation), self._done(changes)
+        row = _reservation_row(reservation)
+        changes.add(RESERVATION_CREATED, row.to_json())
+        return row, self._done(changes)
 
     def receive(
-        self, item: str, location: str, quantity: Decimal, unit_cost: Decimal, reference: str
+        self,
+        item: str,
+        location: str,
+        quantity: Decimal,
+        unit_cost: Decimal,
+        reference: str,
+        *,
+        lot: str | None = None,
     ) -> tuple[LedgerRow, list[Event]]:
         """Book a receipt from the supplier location into a store at `unit_cost` per unit
-        (it moves the item's moving average)."""
+        (it moves the item's moving average), into `lot` when given (else kept without one)."""
+        if lot is not None:
+            check_lot(lot)
         amount = _quantity(quantity, "received quantity")
         cost = _unit_cost(unit_cost)
         if not _NUMBER.match(reference):
@@ -651,7 +698,9 @@ class PlantService:
             suppliers = [code for code, kind in sorted(kinds.items()) if kind == "supplier"]
             if not suppliers:
                 raise Conflict("the plant has no supplier location to receive from")
-            move = Move(item, suppliers[0], location, amount, RECEIPT, reference, changes.now, cost)
+            move = Move(
+                item, suppliers[0], location, amount, RECEIPT, reference, changes.now, cost, lot
+            )
             (row,) = tx.append_moves([move])
             self._stock_events(tx, model, _keys([move]), changes)
             # More stock: the promises made from it may move.
@@ -664,7 +713,9 @@ class PlantService:
         with self._db.transaction() as tx:
             reservation = _open_reservation(tx, number)
             released = tx.release_reservation(reservation, changes.now)
-        return _reservation_row(released), self._done(changes)
+        row = _reservation_row(released)
+        changes.add(RESERVATION_RELEASED, {**row.to_json(), "amount": plain(reservation.open)})
+        return row, self._done(changes)
 
     def consume_reservation(
         self, number: int, quantity: Decimal | None = None
@@ -695,12 +746,23 @@ class PlantService:
             )
             # Stock left a store: the promises made from it may move.
             self._promise(tx, model, self._running(tx, model, changes.now), changes)
-        return _reservation_row(consumed), self._done(changes)
+        reserved = _reservation_row(consumed)
+        # Before the stock and promise events of the same change: the reservation moved first.
+        changes.events.insert(
+            0,
+            Event(
+                RESERVATION_CONSUMED,
+                {**reserved.to_json(), "amount": plain(amount), "move": row.id},
+                changes.now,
+            ),
+        )
+        return reserved, self._done(changes)
 
     def sales_orders(self) -> list[SalesOrderLineRow]:
-        """Every sales order line with its current promise."""
+        """Every sales order line with its current promise and its status (open, cancelled,
+        closed)."""
         with self._db.transaction(write=False) as tx:
-            return [_sales_row(line) for line in tx.sales_lines()]
+            return [_sales_line_row(line) for line in tx.sales_lines()]
 
     def promise_history(self, order: str, line: int) -> list[PromiseRow]:
         """Every promise given for a sales order line, oldest first."""
@@ -722,7 +784,9 @@ class PlantService:
                 machines=list(self._machine_rows(tx, model).values()),
                 work_orders=self._wo_rows(tx, orders, now),
                 stock=self._stock_rows(tx, model, None),
-                sales_orders=[_sales_row(line) for line in tx.sales_lines()],
+                sales_orders=[
+                    _sales_row(line) for line in tx.sales_lines() if line.cancelled_at is None
+                ],
             )
 
     # --- derivation ----------------------------------------------------------------------------
@@ -840,6 +904,8 @@ class PlantService:
             )
             for planned in posting.moves
         ]
+        # Outflows name no lot: FIFO over the store's lots (`inventory.lots`).
+        moves = tx.split_by_lots(moves)
         # The backflush uses up what was reserved for this order (a reversal gives stock back
         # but reserves nothing again). Reservations before balances: every writer locks in
         # that order, so none waits for another in a cycle.
@@ -1050,6 +1116,347 @@ class PlantService:
         if any(short.values()):
             self._capable(tx, model, running, changes, short=short, kept=kept)
 
+    # --- sales orders through the API: create, change, cancel ---------------------------------
+
+    def customers(self) -> list[CustomerRow]:
+        """Every customer, by code."""
+        with self._db.transaction(write=False) as tx:
+            return [CustomerRow(code=code, name=name) for code, name in tx.customers()]
+
+    def add_customer(self, code: str, name: str) -> tuple[CustomerRow, list[Event]]:
+        """A new customer; Conflict when the code is taken (a name is changed in plant.yaml)."""
+        if not _NUMBER.match(code):
+            raise Invalid(f"customer code {code!r}: 1-64 characters without spaces")
+        name = name.strip()
+        if not name:
+            raise Invalid("customer name must not be empty")
+        with self._db.transaction() as tx:
+            if tx.customer_exists(code):
+                raise Conflict(f"customer {code} already exists")
+            tx.upsert_customer(code, name)
+        return CustomerRow(code=code, name=name), []
+
+    def items(self) -> list[ItemRow]:
+        """Every item of the master data, by SKU."""
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+        if model is None:
+            return []
+        return [
+            ItemRow(sku=i.sku, name=i.name, kind=i.kind, uom=i.uom)
+            for _, i in sorted(model.items.items())
+        ]
+
+    def sales_order(self, number: str) -> SalesOrderRow:
+        """One sales order with every line (cancelled ones too); NotFound when there is none."""
+        with self._db.transaction(write=False) as tx:
+            return _sales_order_row(tx, number)
+
+    def create_sales_order(
+        self, customer: str, lines: Sequence[NewLine], number: str | None = None
+    ) -> tuple[SalesOrderRow, list[Event]]:
+        """Book a sales order (number SO-n chosen when not given) and promise it.
+
+        One transaction stores the order and re-promises every open line (a new order may take
+        stock or line time an older one was promised), as a posting does. Then MRP re-plans the
+        ordered items by net change; a failed MRP run leaves the order booked.
+        """
+        if number is not None and not _NUMBER.match(number):
+            raise Invalid(f"sales order number {number!r}: 1-64 characters without spaces")
+        if not lines:
+            raise Invalid("a sales order needs at least one line")
+        if len(lines) > MAX_SALES_LINES:
+            raise Invalid(f"a sales order has at most {MAX_SALES_LINES} lines, got {len(lines)}")
+        wanted = [
+            (
+                position,
+                line.item,
+                _quantity(line.quantity, f"line {position} quantity"),
+                requested_day(line.requested, f"line {position} requested date"),
+            )
+            for position, line in enumerate(lines, start=1)
+        ]
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            if not tx.customer_exists(customer):
+                raise Invalid(f"unknown customer {customer!r}")
+            for position, item, _, _ in wanted:
+                if item not in model.items:
+                    raise Invalid(f"line {position}: unknown item {item!r}")
+            number = number or next_order_number(tx.sales_order_numbers())
+            if tx.sales_order_exists(number):
+                raise Conflict(f"sales order {number} already exists")
+            tx.insert_sales_order(number, customer, changes.now, wanted)
+            row = self._sales_changed(tx, model, number, changes)
+        self._mrp_after_sales({item for _, item, _, _ in wanted})
+        return row, self._done(changes)
+
+    def change_sales_line(
+        self,
+        order: str,
+        line: int,
+        *,
+        quantity: Decimal | None = None,
+        requested: date | datetime | None = None,
+    ) -> tuple[SalesOrderRow, list[Event]]:
+        """Change an open line's quantity and/or requested date; the line is promised anew (its
+        history grows even when the date stands), every open line re-promised, MRP re-planned."""
+        if quantity is None and requested is None:
+            raise Invalid("nothing to change: give a quantity and/or a requested date")
+        amount = None if quantity is None else _quantity(quantity, "quantity")
+        day = None if requested is None else requested_day(requested, "requested date")
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            current = _open_sales_line(tx, order, line)
+            tx.change_sales_line(
+                order,
+                line,
+                quantity=amount if amount is not None else current.quantity,
+                requested_date=day if day is not None else current.requested_date,
+            )
+            row = self._sales_changed(tx, model, order, changes)
+        self._mrp_after_sales({current.item})
+        return row, self._done(changes)
+
+    def cancel_sales_line(self, order: str, line: int) -> tuple[SalesOrderRow, list[Event]]:
+        """Cancel an open line: it is promised no more, what was reserved for it is given back,
+        the other lines are re-promised (they may get its stock) and MRP drops its demand."""
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            current = _open_sales_line(tx, order, line)
+            self._cancel_lines(tx, [current], changes)
+            row = self._sales_changed(tx, model, order, changes)
+        self._mrp_after_sales({current.item})
+        return row, self._done(changes)
+
+    def cancel_sales_order(self, order: str) -> tuple[SalesOrderRow, list[Event]]:
+        """Cancel every open line of an order (Conflict when none is open)."""
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            if not tx.lock_sales_order(order):
+                raise NotFound(f"no sales order {order!r}")
+            lines = [x for x in tx.sales_lines() if x.order == order]
+            open_lines = [x for x in lines if x.is_open]
+            if not open_lines:
+                state = order_status([_line_status(x) for x in lines])
+                raise Conflict(f"sales order {order} is {state}: it has no open line to cancel")
+            self._cancel_lines(tx, open_lines, changes)
+            row = self._sales_changed(tx, model, order, changes)
+        self._mrp_after_sales({x.item for x in open_lines})
+        return row, self._done(changes)
+
+    def _cancel_lines(self, tx: Session, lines: Sequence[SalesLine], changes: _Changes) -> None:
+        for line in lines:
+            tx.cancel_sales_line(line.order, line.line, changes.now)
+            demand = sales_demand_id(line.order, line.line)
+            for held in tx.reservations(demand=demand, open_only=True):
+                locked = tx.reservation(held.id, lock=True)
+                if locked is not None and locked.closed_at is None:
+                    released = tx.release_reservation(locked, changes.now)
+                    shown = {**_reservation_row(released).to_json(), "amount": plain(locked.open)}
+                    changes.add(RESERVATION_RELEASED, shown)
+
+    def _sales_changed(
+        self, tx: Session, model: PlantModel, order: str, changes: _Changes
+    ) -> SalesOrderRow:
+        """After an order changed: re-promise every open line, announce the order as it is now."""
+        self._promise(tx, model, self._running(tx, model, changes.now), changes)
+        row = _sales_order_row(tx, order)
+        changes.add(SALES_ORDER_UPDATED, row.to_json())
+        return row
+
+    def _mrp_after_sales(self, items: Iterable[str]) -> None:
+        """The net-change hook of a sales order change: the order is committed whatever MRP
+        does (as after a posting)."""
+        try:
+            self._mrp_net_change(items)
+        except (CloudError, PlanningError):
+            log.exception("net-change MRP after a sales order change failed; the next run re-plans")
+
+    # --- inventory: lots and cycle counts (inventory.lots, inventory.counts) -----------------
+
+    def lots(self, item: str | None = None, location: str | None = None) -> list[LotRow]:
+        """Stock by item, location and lot (internal locations unless one is asked for): a row
+        per lot, oldest first, and one without a lot for the stock kept without one; NotFound
+        for an unknown item or location."""
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+            if model is None:
+                return []
+            kinds = tx.location_kinds()
+            if item is not None and item not in model.items:
+                raise NotFound(f"no item {item!r}")
+            if location is not None and location not in kinds:
+                raise NotFound(f"no location {location!r}")
+            lots: dict[BalanceKey, list[tuple[str, Decimal]]] = {}
+            for lot in tx.lot_balances(item, location):
+                if lot.on_hand:
+                    lots.setdefault((lot.item, lot.location), []).append((lot.lot, lot.on_hand))
+            rows: list[LotRow] = []
+            for balance in tx.balance_rows(item, location):
+                if location is None and kinds.get(balance.location) != "internal":
+                    continue
+                ref = model.items.get(balance.item)
+                name, uom = (ref.name, ref.uom) if ref else (balance.item, "")
+                in_lots = lots.get((balance.item, balance.location), [])
+                kept = balance.on_hand - sum((q for _, q in in_lots), Decimal(0))
+                parts: list[tuple[str | None, Decimal]] = (
+                    [(None, kept)] if kept or not in_lots else []
+                )
+                parts += in_lots
+                rows += [
+                    LotRow(
+                        item=balance.item,
+                        name=name,
+                        location=balance.location,
+                        lot=code,
+                        on_hand=canonical(quantity),
+                        uom=uom,
+                    )
+                    for code, quantity in parts
+                ]
+            return rows
+
+    def count_stock(
+        self,
+        item: str,
+        location: str,
+        counted: Decimal,
+        user: str | None,
+        lot: str | None = None,
+    ) -> tuple[CountRow, list[Event]]:
+        """Record a count of `item` at a store (in one lot when given): the difference to the
+        book quantity is posted at once when its value is within the plant's threshold, else it
+        waits (pending) for another user's approval (`inventory.counts`)."""
+        who = stock_counts.check_user(user)
+        amount = stock_counts.check_counted(counted)
+        if lot is not None:
+            check_lot(lot)
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            if item not in model.items:
+                raise Invalid(f"unknown item {item!r}")
+            kind = tx.location_kinds().get(location)
+            if kind is None:
+                raise Invalid(f"unknown location {location!r}")
+            if kind != "internal":
+                raise Invalid(f"{location} is a {kind} location: stock is counted in a store")
+            if lot is not None and not tx.lot_exists(item, lot):
+                raise Invalid(f"unknown lot {lot!r} of {item}")
+            # Locked (PostgreSQL): the book quantity holds until the count is stored.
+            book = tx.balance(item, location, lock=True).on_hand
+            if lot is not None:
+                book = tx.lot_balance(item, location, lot, lock=True).on_hand
+            unit_cost = tx.unit_cost(item)
+            threshold = tx.adjustment_approval_value(model.code)
+            status = stock_counts.first_status(amount - book, unit_cost, threshold)
+            count = CountStore(tx).insert(
+                Count(
+                    0,
+                    item,
+                    location,
+                    lot,
+                    amount,
+                    book,
+                    unit_cost,
+                    threshold,
+                    status,
+                    who,
+                    changes.now,
+                    decided_at=None if status is CountStatus.PENDING else changes.now,
+                )
+            )
+            if status is CountStatus.POSTED:
+                self._post_count(tx, model, count, changes)
+        if status is CountStatus.POSTED and count.difference:
+            self._mrp_after_posting([item])
+        return _count_row(count), self._done(changes)
+
+    def counts(self, status: str | None = None, item: str | None = None) -> list[CountRow]:
+        """Counts, newest first (of one status and/or item; NotFound for an unknown item)."""
+        wanted = None
+        if status is not None:
+            try:
+                wanted = CountStatus(status)
+            except ValueError as exc:
+                allowed = ", ".join(s.value for s in CountStatus)
+                raise Invalid(f"count status {status!r}: one of {allowed}") from exc
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+            if item is not None and (model is None or item not in model.items):
+                raise NotFound(f"no item {item!r}")
+            return [_count_row(c) for c in CountStore(tx).counts(wanted, item)]
+
+    def approve_count(self, count_id: int, user: str | None) -> tuple[CountRow, list[Event]]:
+        """Approve a pending count (not by the user who counted it) and post its difference
+        as it was at the count; Conflict when it is not pending or cannot be posted."""
+        return self._decide_count(count_id, user, approve=True)
+
+    def reject_count(self, count_id: int, user: str | None) -> tuple[CountRow, list[Event]]:
+        """Reject a pending count (any user, its counter too): nothing is posted."""
+        return self._decide_count(count_id, user, approve=False)
+
+    def _decide_count(
+        self, count_id: int, user: str | None, *, approve: bool
+    ) -> tuple[CountRow, list[Event]]:
+        who = stock_counts.check_user(user)
+        changes = _Changes(self._now())
+        with self._db.transaction() as tx:
+            model = self._require_plant(tx)
+            store = CountStore(tx)
+            # Locked first: a second decision on the count waits, then sees this one.
+            count = store.get(count_id, lock=True)
+            if count is None:
+                raise NotFound(f"no count {count_id}")
+            stock_counts.check_decision(count, who, approve=approve)
+            status = CountStatus.APPROVED if approve else CountStatus.REJECTED
+            if approve:
+                self._post_count(tx, model, count, changes)
+            store.decide(count_id, status, who, changes.now)
+            decided = replace(count, status=status, decided_by=who, decided_at=changes.now)
+        if approve and count.difference:
+            self._mrp_after_posting([count.item])
+        return _count_row(decided), self._done(changes)
+
+    def _post_count(self, tx: Session, model: PlantModel, count: Count, changes: _Changes) -> None:
+        """Post a count's difference (as at the count) between its store and the inventory
+        location at the moving average; stock events and promises follow, as for a receipt."""
+        difference = count.difference
+        if not difference:
+            return
+        on_hand = tx.balance(count.item, count.location, lock=True).on_hand
+        lot_on_hand = None
+        if count.lot is not None:
+            lot_on_hand = tx.lot_balance(count.item, count.location, count.lot, lock=True).on_hand
+        stock_counts.check_postable(count, on_hand, lot_on_hand)
+        ref = stock_counts.reference(count.id)
+        source, target = model.inventory_location, count.location
+        if difference < 0:
+            source, target = target, source
+        moves = [
+            Move(
+                count.item,
+                source,
+                target,
+                abs(difference),
+                stock_counts.COUNT,
+                ref,
+                changes.now,
+                lot=count.lot,
+            )
+        ]
+        if difference < 0 and count.lot is None:
+            moves = tx.split_by_lots(moves)
+        # Checked above against on hand: a count may take reserved stock (the shelf is short).
+        tx.append_moves(moves, book_shortage=True)
+        self._stock_events(tx, model, _keys(moves), changes)
+        self._promise(tx, model, self._running(tx, model, changes.now), changes)
+
     # --- node history --------------------------------------------------------------------------
 
     def node_history(
@@ -1094,6 +1501,11 @@ class PlantService:
 
     _mrp_last: StoredRun | None = None
     """The latest run this service made (a net-change run goes on from it)."""
+    _mrp_job: MrpJob | None = None
+    """The latest regenerative run this service started (running, finished or failed)."""
+    _mrp_jobs = 0
+    _mrp_history: dict[int, MrpJob] | None = None
+    """The latest regenerative runs' jobs by number (their progress, in memory only)."""
 
     def _store_planning(self, tx: Session, plant: PlantData) -> None:
         """Item planning data, BOM scrap and MRP buckets from the plant file (idempotent)."""
@@ -1154,36 +1566,167 @@ class PlantService:
         if not tx.take_planner_lock(PLANNER_LOCK):
             raise Conflict("an MRP run is in progress; try again when it has finished")
 
-    def run_mrp(self) -> tuple[MrpRunRow, list[Event]]:
+    def _new_mrp_job(self, emit: Emit | None) -> MrpJob:
+        """A job for a regenerative run; Conflict while this service runs one already."""
+        current = self._mrp_job
+        if current is not None and current.running:
+            raise Conflict(
+                f"an MRP run is in progress (job {current.id}); try again when it has finished"
+            )
+        self._mrp_jobs += 1
+        job = MrpJob(self._mrp_jobs, REGENERATIVE, self._now(), emit=emit, now=self._now)
+        self._mrp_job = job
+        if self._mrp_history is None:
+            self._mrp_history = {}
+        self._mrp_history[job.id] = job
+        while len(self._mrp_history) > _MRP_JOBS_KEPT:
+            del self._mrp_history[min(self._mrp_history)]
+        return job
+
+    def run_mrp(self, *, emit: Emit | None = None) -> tuple[MrpRunRow, list[Event]]:
         """A regenerative MRP run on the plant's data now; it replaces the latest result.
 
         One transaction holds the planner lock (Conflict when another run holds it), reads the
-        inputs, plans and stores, so the result is the plan of the data it read.
+        inputs, plans and stores, so the result is the plan of the data it read. Its progress
+        goes to `emit` while it runs (throttled `mrp.progress`); the events returned are its
+        `mrp.run.finished` with the summary's counts.
         """
+        job = self._new_mrp_job(emit)
         started_clock = time.perf_counter()
-        now = self._now()
+        now = job.row().started_at
+        try:
+            with self._db.transaction() as tx:
+                self._lock_planner(tx)
+                model = self._require_plant(tx)
+                buckets = self._mrp_buckets(tx, model, now)
+                receipts = self._mrp_receipts(tx, model, now)
+                fitted = fit_forecasts(tx, buckets, model.items, self._forecasting)
+                data = planning_data(
+                    tx, model, buckets, receipts, forecasting=self._forecasting, fitted=fitted
+                )
+                job.phase(PHASE_PLANNING)
+                try:
+                    plan = regenerate(data, job.progress)
+                except PlanningError as exc:
+                    raise Invalid(f"MRP cannot plan: {exc}") from exc
+                job.phase(PHASE_STORING)
+                stored = store_plan(
+                    tx,
+                    plan,
+                    data,
+                    kind=REGENERATIVE,
+                    started_at=now,
+                    started_clock=started_clock,
+                    forecasts=fitted,
+                )
+        except BaseException as exc:
+            failed = job.failed(str(exc) or type(exc).__name__, self._now())
+            if emit is not None:
+                emit([failed])
+            raise
+        self._mrp_last = stored
+        return stored.row, [job.finished(stored.row)]
+
+    def start_mrp_run(self, *, emit: Emit | None = None) -> MrpStart:
+        """Begin a regenerative run in the background: read its inputs now (one read
+        transaction); `plan_mrp_run` plans them on any thread, `finish_mrp_run` stores the plan.
+        Conflict while this service runs one already (a second process: when storing)."""
+        job = self._new_mrp_job(emit)
+        started_clock = time.perf_counter()
+        now = job.row().started_at
+        try:
+            with self._db.transaction(write=False) as tx:
+                model = self._require_plant(tx)
+                buckets = self._mrp_buckets(tx, model, now)
+                receipts = self._mrp_receipts(tx, model, now)
+                fitted = fit_forecasts(tx, buckets, model.items, self._forecasting)
+                data = planning_data(
+                    tx, model, buckets, receipts, forecasting=self._forecasting, fitted=fitted
+                )
+        except BaseException as exc:
+            failed = job.failed(str(exc) or type(exc).__name__, self._now())
+            if emit is not None:
+                emit([failed])
+            raise
+        job.phase(PHASE_PLANNING)
+        return MrpStart(job, data, started_clock, fitted)
+
+    @staticmethod
+    def plan_mrp_run(start: MrpStart) -> MrpPlan:
+        """Plan a started run's inputs (pure: no database, any thread), reporting progress."""
+        try:
+            return regenerate(start.data, start.job.progress)
+        except PlanningError as exc:
+            raise Invalid(f"MRP cannot plan: {exc}") from exc
+
+    def finish_mrp_run(self, start: MrpStart, plan: MrpPlan) -> tuple[MrpRunRow, list[Event]]:
+        """Store a started run's plan (under the planner lock); its `mrp.run.finished`."""
+        job = start.job
+        job.phase(PHASE_STORING)
+        now = job.row().started_at
         with self._db.transaction() as tx:
             self._lock_planner(tx)
-            model = self._require_plant(tx)
-            buckets = self._mrp_buckets(tx, model, now)
-            receipts = self._mrp_receipts(tx, model, now)
-            data = planning_data(tx, model, buckets, receipts, forecasting=self._forecasting)
-            try:
-                plan = regenerate(data)
-            except PlanningError as exc:
-                raise Invalid(f"MRP cannot plan: {exc}") from exc
             stored = store_plan(
-                tx, plan, data, kind=REGENERATIVE, started_at=now, started_clock=started_clock
+                tx,
+                plan,
+                start.data,
+                kind=REGENERATIVE,
+                started_at=now,
+                started_clock=start.started_clock,
+                forecasts=start.forecasts,
             )
         self._mrp_last = stored
-        return stored.row, []
+        return stored.row, [job.finished(stored.row)]
+
+    def fail_mrp_run(self, start: MrpStart, error: BaseException) -> list[Event]:
+        """A started run that could not plan or store: failed, nothing stored."""
+        return [start.job.failed(str(error) or type(error).__name__, self._now())]
+
+    def mrp_progress(self, job: int | None = None) -> MrpProgressRow:
+        """A run's progress (None: the latest run this service started); NotFound if it has
+        none. Reads memory only: safe from any thread."""
+        found = self._mrp_job if job is None else (self._mrp_history or {}).get(job)
+        if found is None:
+            which = "no MRP run started yet" if job is None else f"no MRP run job {job}"
+            raise NotFound(f"{which} in this process: POST /api/mrp/runs to plan")
+        return found.row()
+
+    def mrp_run(self, run_id: int) -> MrpRunRow:
+        """A stored run's summary by id (the latest 1000 are kept)."""
+        with self._db.transaction(write=False) as tx:
+            stored = tx.mrp_run(run_id)
+        if stored is None:
+            raise NotFound(f"no MRP run {run_id}")
+        return run_row(stored)
+
+    def mrp_plan(self) -> MrpPlan | None:
+        """The latest stored plan if this service made it (else None: a plan of another
+        process, or none yet), for what follows pegs: purchasing's supply alerts."""
+        last = self._mrp_last
+        if last is None:
+            return None
+        with self._db.transaction(write=False) as tx:
+            latest = tx.mrp_run()
+        if latest is None or int(latest[0]) != last.row.id:
+            return None
+        return last.plan
+
+    def mrp_supply_changed(self, items: Iterable[str]) -> list[Event]:
+        """A purchase order of `items` was sent, confirmed, received, cancelled or closed:
+        a net-change run re-plans them (their receipts moved); its `mrp.run.finished`."""
+        try:
+            row = self._mrp_net_change(items)
+        except (CloudError, PlanningError):
+            log.exception("net-change MRP after a purchasing change failed; the next run re-plans")
+            return []
+        return [] if row is None else [run_finished_event(row, self._now())]
 
     def _mrp_net_change(self, items: Iterable[str]) -> MrpRunRow | None:
         """After a posting: re-plan the items it changed if this service holds the latest plan
         and the buckets still fit (same day); otherwise nothing (the next run sees it all)."""
         last = self._mrp_last
-        if last is None:
-            return None
+        if last is None or (self._mrp_job is not None and self._mrp_job.running):
+            return None  # a regenerative run in progress re-plans everything
         started_clock = time.perf_counter()
         now = self._now()
         with self._db.transaction() as tx:
@@ -1200,17 +1743,26 @@ class PlantService:
             receipts = self._mrp_receipts(tx, model, now)
             available = tx.available_by_item()
             # A count moves its work order's remaining quantity, and so its components' demand.
-            # The forecast stays as the last run made it: no model is fitted on a posting.
-            demands = independent_demands(tx, model, buckets, bom_lines(tx, model))
+            # No model is fitted on a net change: the last run's forecast is consumed by the
+            # orders booked now (a new order takes its share of the forecast, not more).
+            bom = bom_lines(tx, model)
+            demands = independent_demands(
+                tx, model, buckets, bom, self._forecasting, fitted=last.forecasts
+            )
             data = copy_data(last.data)
             for item in changed:
                 data.set_on_hand(item, available.get(item, Decimal(0)))
                 data.set_receipts(item, [r for r in receipts if r.item == item])
-                mine = [d for d in demands if d.item == item]
-                data.set_demands(item, mine, keep={DemandKind.FORECAST})
+                data.set_demands(item, [d for d in demands if d.item == item])
             plan = net_change(last.plan, data, changed)
             stored = store_plan(
-                tx, plan, data, kind=NET_CHANGE, started_at=now, started_clock=started_clock
+                tx,
+                plan,
+                data,
+                kind=NET_CHANGE,
+                started_at=now,
+                started_clock=started_clock,
+                forecasts=last.forecasts,
             )
         self._mrp_last = stored
         return stored.row
@@ -1327,22 +1879,29 @@ class PlantService:
     ) -> ctp.Plant:
         """The live plant as capable-to-promise reads it.
 
-        Every item with a BOM can be made on every line (the master data names no routings
-        yet), at the running order's measured rate there, else the line's standard rate. Lines
-        work round the clock (no shift calendar in the master data yet). A BOM component that is
-        no BOM parent is bought: its stock in the component store, its open purchase orders at
-        their confirmed (else needed) date, then its planning lead time.
+        An item with a BOM is made on the lines its routes name (`sales.capacity`; none named:
+        every line), at the running order's measured rate there, else the item's standard rate
+        on that line, else the line's; a line with a work order of the item queued makes it too.
+        Each line works its shift calendar. A BOM component that is no BOM parent is bought: its
+        stock in the component store, its open purchase orders at their confirmed (else needed)
+        date, then its planning lead time.
         """
         measured: dict[tuple[str, str], Decimal] = {}
         for r in running.values():
             if str(r.rate.basis) == "measured" and r.rate.per_hour > 0:
                 measured[(r.order.item, r.order.line)] = r.rate.per_hour
         parents = sorted(model.boms)
-        routes = [
-            ctp.Route(item, line.code, measured.get((item, line.code)), line.standard_rate_per_hour)
-            for item in parents
-            for line in model.lines.values()
-        ]
+        named = item_routes(tx)
+        made_on: dict[tuple[str, str], Decimal | None] = {}
+        for item in parents:
+            if item in named:
+                made_on.update(
+                    ((item, r.line), r.standard_rate_per_hour)
+                    for r in named[item]
+                    if r.line in model.lines
+                )
+            else:
+                made_on.update(((item, code), None) for code in model.lines)
         queued = sorted(
             (
                 wo
@@ -1352,6 +1911,17 @@ class PlantService:
             key=lambda wo: (wo.status is not WorkOrderStatus.RUNNING, wo.number),
         )
         queue = [ctp.QueuedWork(wo.number, wo.line, wo.item, wo.remaining) for wo in queued]
+        for wo in queued:
+            made_on.setdefault((wo.item, wo.line), None)
+        routes = [
+            ctp.Route(
+                item,
+                line,
+                measured.get((item, line)),
+                standard or model.lines[line].standard_rate_per_hour,
+            )
+            for (item, line), standard in sorted(made_on.items())
+        ]
         finished = model.places.finished
         made = set(parents) | set(kept) | {line.item for line in tx.sales_lines(open_only=True)}
         stock = [
@@ -1389,7 +1959,7 @@ class PlantService:
             for po_line in order.lines
             if po_line.item in bought and po_line.open_quantity > 0
         ]
-        calendars = {code: ctp.WorkingCalendar.always() for code in model.lines}
+        calendars = working_calendars(tx, model.lines)
         return ctp.Plant(calendars, routes, queue, stock, bom, components, orders)
 
     def _capable(
@@ -1404,9 +1974,9 @@ class PlantService:
     ) -> None:
         """Promise the lines the stock/work-order rule left short by capable-to-promise.
 
-        Orders go one by one, the earliest requested first; what an order takes of finished
-        stock and line time is passed on to the next (component stock and purchase orders are
-        not: each order sees them whole - a known simplification).
+        Orders go one by one, the earliest requested first, through one `ctp.Promiser`: what an
+        order takes of finished stock, line time, component stock and purchase orders is gone
+        for the orders after it (an order refused as invalid takes nothing).
         """
         now = changes.now
         by_order: dict[str, list[SalesLine]] = {}
@@ -1418,36 +1988,37 @@ class PlantService:
         except (Invalid, PlanningError) as error:
             log.warning("capable-to-promise skipped: %s", error)
             return
+        try:
+            promiser = ctp.Promiser(plant, now)
+        except Invalid as error:
+            log.warning("capable-to-promise skipped: %s", error)
+            return
         first = sorted(by_order, key=lambda o: (min(x.requested_date for x in by_order[o]), o))
-        taken: dict[str, Decimal] = {}
         for order in first:
             numbered = {x.line: x for x in by_order[order]}
             wanted = [
                 ctp.OrderLine(x.line, x.item, x.quantity, x.requested_date)
                 for x in numbered.values()
             ]
-            stock = [
-                ctp.FinishedStock(s.item, s.on_hand, s.promised + taken.get(s.item, Decimal(0)))
-                for s in plant.stock
-            ]
             try:
-                promises = ctp.promise_order(order, wanted, replace(plant, stock=stock), now)
+                promises = promiser.promise(order, wanted)
             except Invalid as error:
                 log.warning("capable-to-promise of %s skipped: %s", order, error)
                 continue
-            queue = list(plant.queue)
             for promise in promises:
-                for step in promise.steps:
-                    if step.kind is ctp.StepKind.STOCK and step.reference == promise.item:
-                        taken[promise.item] = taken.get(promise.item, Decimal(0)) + step.quantity
-                made = [s for s in promise.steps if s.kind is ctp.StepKind.PRODUCTION]
-                if made and promise.promised_at is not None:
-                    label = f"{order} line {promise.line}"
-                    queue.append(
-                        ctp.QueuedWork(label, made[-1].reference, promise.item, made[-1].quantity)
-                    )
                 self._record_capable(tx, numbered[promise.line], promise, changes)
-            plant = replace(plant, queue=queue)
+
+    def item_lines(self, item: str) -> list[str]:
+        """The lines that make `item` by the master data's routes, in code order (none named:
+        every line of the plant)."""
+        with self._db.transaction(write=False) as tx:
+            model = self._plant(tx)
+            if model is None:
+                return []
+            named = item_routes(tx).get(item)
+            if named is None:
+                return sorted(model.lines)
+            return [r.line for r in named if r.line in model.lines]
 
     def _record_capable(
         self, tx: Session, line: SalesLine, promise: ctp.CtpPromise, changes: _Changes
@@ -1495,6 +2066,26 @@ def _earliest(samples: Iterable[Sample]) -> dict[LatestKey, datetime]:
     return earliest
 
 
+def _count_row(count: Count) -> CountRow:
+    return CountRow(
+        id=count.id,
+        item=count.item,
+        location=count.location,
+        lot=count.lot,
+        counted=canonical(count.counted),
+        book=canonical(count.book),
+        difference=canonical(count.difference),
+        unit_cost=canonical(count.unit_cost),
+        value=canonical(count.value),
+        threshold=canonical(count.threshold),
+        status=str(count.status),
+        counted_by=count.counted_by,
+        counted_at=count.counted_at,
+        decided_by=count.decided_by,
+        decided_at=count.decided_at,
+    )
+
+
 def _keys(moves: Iterable[Move]) -> set[BalanceKey]:
     return {(m.item, loc) for m in moves for loc in (m.from_location, m.to_location)}
 
@@ -1518,6 +2109,47 @@ def _sales_row(line: SalesLine) -> SalesOrderLineRow:
         at_risk=_at_risk(line.promised_at, line.requested_date),
     )
 
+
+def _line_status(line: SalesLine) -> OrderStatus:
+    return line_status(line.is_open, line.cancelled_at is not None)
+
+
+def _sales_line_row(line: SalesLine) -> SalesLineRow:
+    """A line with its status; a line no longer open is at risk no more."""
+    status = _line_status(line)
+    row = _sales_row(line)
+    return SalesLineRow(
+        **{**dict(row), "at_risk": row.at_risk and status == "open"},
+        status=status,
+        cancelled_at=line.cancelled_at,
+    )
+
+
+def _sales_order_row(tx: Session, number: str) -> SalesOrderRow:
+    head = tx.sales_order_head(number)
+    if head is None:
+        raise NotFound(f"no sales order {number!r}")
+    lines = [_sales_line_row(x) for x in tx.sales_lines() if x.order == number]
+    return SalesOrderRow(
+        number=number,
+        customer=head[0],
+        created_at=head[1],
+        status=order_status([x.status for x in lines]),
+        lines=lines,
+    )
+
+
+def _open_sales_line(tx: Session, order: str, line: int) -> SalesLine:
+    """The line, locked through its order; NotFound, or Conflict when it is no longer open."""
+    if not tx.lock_sales_order(order):
+        raise NotFound(f"no sales order {order!r}")
+    found = next((x for x in tx.sales_lines() if (x.order, x.line) == (order, line)), None)
+    if found is None:
+        raise NotFound(f"no sales order line {order}/{line}")
+    if not found.is_open:
+        state = _line_status(found)
+        raise Conflict(f"sales order line {order}/{line} is {state}: it cannot change")
+    return found
 
 def _next_number(existing: Iterable[str]) -> str:
     numbers = [int(m.group(1)) for n in existing if (m := _WORK_ORDER_NUMBER.match(n))]

@@ -57,6 +57,14 @@ export class OrdersView {
     this.toggleEmpty();
   }
 
+  /** Take a line off the board (cancelled or closed). */
+  remove(row: Pick<SalesOrderLineRow, "order" | "line">): void {
+    const key = promiseKey(row);
+    this.lines.get(key)?.root.remove();
+    this.lines.delete(key);
+    this.toggleEmpty();
+  }
+
   private toggleEmpty(): void {
     if (this.lines.size === 0) this.body.append(this.empty);
     else this.empty.remove();

@@ -1,10 +1,12 @@
 // Supervisor · Planning: run MRP, the latest run's planned orders (with the sales orders they
 // serve through pegging) and action messages; Approve turns a planned order into a draft
-// purchase order (buy) or a created work order (make).
+// purchase order (buy) or a created work order (make). Live: a progress bar follows a run
+// (mrp.progress), and a finished run (mrp.run.finished, whoever started it) reads the plan again.
 
 import { ApiError, getJson, postJson } from "../api";
 import { formatDecimal } from "../decimal";
 import { el } from "../dom";
+import type { MrpProgressData } from "../types";
 import { emptyRow } from "./supStock";
 
 export interface MrpRun {
@@ -15,6 +17,15 @@ export interface MrpRun {
   planned_orders: number;
   exceptions: number;
 }
+
+/** mrp.progress and mrp.run.finished (GET /api/mrp/runs/current has the same shape). */
+export type MrpProgress = MrpProgressData;
+
+const PHASES: Record<string, string> = {
+  reading: "读取 Reading",
+  planning: "计划 Planning",
+  storing: "保存 Storing",
+};
 
 export interface PlannedOrder {
   id: string;
@@ -61,6 +72,20 @@ export class SupervisorPlanningView {
     "运行 MRP · Run MRP",
   ]);
   private readonly runInfo = el("span", "sup-note", { "data-testid": "mrp-run-info" });
+  private readonly progressBar = el("progress", "sup-progress", {
+    "data-testid": "mrp-progress-bar",
+    max: "100",
+    value: "0",
+  });
+  private readonly progressText = el("span", "sup-note", { "data-testid": "mrp-progress-text" });
+  private readonly progress = el(
+    "div",
+    "sup-progress-box",
+    { "data-testid": "mrp-progress", hidden: "" },
+    [this.progressBar, this.progressText],
+  );
+  /** The job whose end was heard last: a late read of it must not show its bar again. */
+  private finishedJob = 0;
   private readonly orders = el("tbody", "", { "data-testid": "planned-orders" });
   private readonly exceptions = el("tbody", "", { "data-testid": "mrp-exceptions" });
 
@@ -68,7 +93,7 @@ export class SupervisorPlanningView {
     this.runButton.addEventListener("click", () => void this.run());
     this.element.append(
       el("h2", "panel-title", {}, ["计划 ", el("span", "", {}, ["MRP planning"])]),
-      el("div", "sup-toolbar", {}, [this.runButton, this.runInfo]),
+      el("div", "sup-toolbar", {}, [this.runButton, this.runInfo, this.progress]),
       el("h3", "sup-subtitle", {}, ["Planned orders"]),
       el("table", "sup-table", {}, [headOf(ORDER_COLUMNS), this.orders]),
       el("h3", "sup-subtitle", {}, ["Exception messages"]),
@@ -88,7 +113,36 @@ export class SupervisorPlanningView {
     }
   }
 
+  /** A live MRP event: the bar follows a running run; a finished one reads the plan again. */
+  mrpEvent(type: "mrp.progress" | "mrp.run.finished", event: MrpProgress): void {
+    const percent = Number(event.percent ?? "0");
+    if (type === "mrp.progress" && event.status === "running") {
+      if (event.job !== null && event.job === this.finishedJob) return;
+      this.progress.hidden = false;
+      this.progress.dataset.job = String(event.job);
+      this.progress.dataset.phase = event.phase;
+      this.progress.dataset.percent = String(percent);
+      this.progressBar.value = percent;
+      const counts = event.total ? ` ${event.done ?? 0}/${event.total}` : "";
+      this.progressText.textContent = `${PHASES[event.phase] ?? event.phase} ${percent} %${counts}`;
+      return;
+    }
+    if (type !== "mrp.run.finished") return;
+    if (event.job !== null) this.finishedJob = event.job;
+    this.progress.hidden = true;
+    this.progress.dataset.phase = event.status;
+    this.progressBar.value = 100;
+    if (event.status === "failed") {
+      this.runInfo.textContent = `MRP run failed: ${event.error ?? "unknown error"}`;
+      return;
+    }
+    if (event.run !== null && this.runInfo.dataset.run !== String(event.run.id)) {
+      void this.load().catch((error: unknown) => this.hooks.report(error));
+    }
+  }
+
   async load(): Promise<void> {
+    void this.showCurrent();
     let run: MrpRun;
     try {
       run = await getJson<MrpRun>("/api/mrp/runs/latest");
@@ -115,6 +169,16 @@ export class SupervisorPlanningView {
     this.exceptions.replaceChildren(...messages.map(exceptionRow));
     if (messages.length === 0) {
       this.exceptions.append(emptyRow(EXCEPTION_COLUMNS.length, "No messages"));
+    }
+  }
+
+  /** A run already going on when the tab is read shows its bar (live events move it on). */
+  private async showCurrent(): Promise<void> {
+    try {
+      const current = await getJson<MrpProgress>("/api/mrp/runs/current");
+      if (current.status === "running") this.mrpEvent("mrp.progress", current);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) this.hooks.report(error);
     }
   }
 

@@ -1,10 +1,16 @@
-// The supervisor page (#/supervisor): stock, MRP suggestions with approve, purchase orders.
-// Everything through the REST API; a refused request is shown with the cloud's reason.
+// The supervisor page (#/supervisor): stock, MRP suggestions with approve, purchase orders, sales
+// orders with their promises, the demand forecast. Everything through the REST API; a refused
+// request is shown with the cloud's reason. The sales tab follows /ws/live (promise.changed,
+// sales_order.updated) so promises move on the page as the plant moves them.
 
 import { describe } from "../api";
 import { el } from "../dom";
+import { LiveConnection, liveUrl } from "../live";
+import type { LiveEvent } from "../types";
+import { SupervisorForecastView } from "./supForecast";
 import { SupervisorPlanningView } from "./supPlanning";
 import { SupervisorPurchasingView } from "./supPurchasing";
+import { SupervisorSalesView } from "./supSales";
 import { SupervisorStockView } from "./supStock";
 
 export const SUPERVISOR_ROUTE = "#/supervisor";
@@ -14,11 +20,13 @@ export function isSupervisorRoute(hash: string): boolean {
   return hash === SUPERVISOR_ROUTE || hash.startsWith(`${SUPERVISOR_ROUTE}/`);
 }
 
-type Tab = "stock" | "planning" | "purchasing";
+type Tab = "stock" | "planning" | "purchasing" | "sales" | "forecast";
 const TABS: [Tab, string][] = [
   ["stock", "库存 Stock"],
   ["planning", "计划 Planning"],
   ["purchasing", "采购 Purchasing"],
+  ["sales", "销售 Sales"],
+  ["forecast", "预测 Forecast"],
 ];
 
 /** Build the page into `root` and load every tab. */
@@ -42,10 +50,20 @@ export function mountSupervisor(root: HTMLElement): void {
       void purchasing.load().catch(report);
     },
   });
+  const sales = new SupervisorSalesView({
+    report,
+    documentsChanged: () => {
+      clear();
+      void planning.load().catch(report);
+    },
+  });
+  const forecast = new SupervisorForecastView(report);
   const panels: Record<Tab, { element: HTMLElement; load(): Promise<void> }> = {
     stock,
     planning,
     purchasing,
+    sales,
+    forecast,
   };
   const buttons = TABS.map(([tab, label]) => {
     const button = el("button", "sup-tab", { "data-testid": `sup-tab-${tab}`, "data-tab": tab }, [
@@ -69,6 +87,8 @@ export function mountSupervisor(root: HTMLElement): void {
     stock.element,
     planning.element,
     purchasing.element,
+    sales.element,
+    forecast.element,
   );
   const first = TABS.find(([tab]) => window.location.hash === `${SUPERVISOR_ROUTE}/${tab}`);
   show(first?.[0] ?? "stock");
@@ -77,4 +97,44 @@ export function mountSupervisor(root: HTMLElement): void {
     .finally(() => {
       document.body.dataset.loaded = "supervisor";
     });
+  followSales(sales, planning, stock);
+}
+
+/** Promises and orders as they change (a snapshot, after a reconnect, reads the tab again). */
+function followSales(
+  sales: SupervisorSalesView,
+  planning: SupervisorPlanningView,
+  stock: SupervisorStockView,
+): void {
+  let connected = false;
+  const onEvent = (event: LiveEvent): void => {
+    switch (event.type) {
+      case "snapshot":
+        if (connected) void sales.load().catch((error: unknown) => console.warn(error));
+        connected = true;
+        break;
+      case "promise.changed":
+        sales.promiseChanged(event.data);
+        break;
+      case "sales_order.updated":
+        sales.orderUpdated(event.data);
+        break;
+      case "mrp.progress":
+      case "mrp.run.finished":
+        planning.mrpEvent(event.type, event.data);
+        break;
+      case "reservation.created":
+      case "reservation.released":
+      case "reservation.consumed":
+        void stock.load().catch((error: unknown) => console.warn(error));
+        break;
+      default:
+        break;
+    }
+  };
+  new LiveConnection({
+    url: liveUrl(window.location),
+    onEvent,
+    onState: (state) => sales.setLive(state),
+  }).start();
 }

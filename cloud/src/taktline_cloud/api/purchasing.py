@@ -175,7 +175,11 @@ class ReceiptBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     quantity: Decimal = Field(gt=0, allow_inf_nan=False, examples=["200"])
-    lot: Code = Field(examples=["LOT-2026-001"])
+    lot: Code | None = Field(
+        None,
+        examples=["LOT-2026-001"],
+        description="the lot received into; left out: PO-line-receipt (PO-7-1-2)",
+    )
     location: Code | None = Field(None, examples=["WH1/RAW"])
 
 
@@ -574,9 +578,10 @@ async def receipt(
 
 @router.get(
     "/api/purchasing/alerts",
-    description="Late and short confirmations and deliveries of open orders. Without an MRP "
-    "plan wired in, affected demands are only the pegs kept on each line (none for manual "
-    "requisitions)." + _AUTH_NOTE,
+    description="Late and short confirmations and deliveries of open orders, each with the "
+    "customer order lines (and other demands) it hits, traced through the latest MRP plan's "
+    "pegging. Before the first MRP run since the cloud started, affected demands are the pegs "
+    "kept on each line (none for manual requisitions)." + _AUTH_NOTE,
 )
 async def alerts(
     purchasing: Purchasing,

@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from taktline_cloud.errors import Invalid
+from taktline_cloud.inventory.lots import LOT_CODE
 from taktline_cloud.production.posting import PlannedMove
 
 BalanceKey = tuple[str, str]
@@ -28,6 +29,8 @@ class Move:
     at: datetime
     unit_cost: Decimal | None = None
     """Known cost of a receipt into the stores (it moves the average); None: the average."""
+    lot: str | None = None
+    """The lot moved (`inventory.lots`); None: stock kept without a lot."""
 
     def __post_init__(self) -> None:
         if self.quantity <= 0:
@@ -35,6 +38,10 @@ class Move:
         if self.unit_cost is not None and (not self.unit_cost.is_finite() or self.unit_cost < 0):
             raise Invalid(
                 f"stock move of {self.item}: unit cost must be >= 0, got {self.unit_cost}"
+            )
+        if self.lot is not None and not LOT_CODE.match(self.lot):
+            raise Invalid(
+                f"stock move of {self.item}: lot {self.lot!r}: 1-64 characters, no spaces"
             )
         if self.from_location == self.to_location:
             raise Invalid(f"stock move of {self.item}: from and to are both {self.to_location}")

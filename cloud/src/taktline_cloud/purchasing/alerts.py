@@ -11,7 +11,9 @@ form of `planning.mrp.trace`.
 The supply a line is pegged as: its scheduled receipt (`orders.receipt_id`) in a plan run
 after the order existed, else the planned order its requisition came from, else the pegs kept
 on the line. A scheduled receipt stands for the line's open quantity; a planned order for the
-whole line.
+whole line. A short confirmation is judged against what the line was ordered for: the pegs kept
+on it (an approved planned order's), else as above — a plan run after the confirmation already
+counts only the confirmed quantity as the receipt, so its pegs never miss the shortfall.
 
 Alerts, per line of an open order:
 
@@ -24,6 +26,7 @@ Alerts, per line of an open order:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -109,7 +112,9 @@ def confirmation_alerts(plan: MrpPlan, order: PurchaseOrder) -> list[SupplyAlert
             alerts.append(_alert(AlertKind.LATE_CONFIRMATION, order, line, days, affected=affected))
         short = line.quantity - line.agreed_quantity
         if short > 0:
-            affected = affected_demands(plan, order, line, in_time=line.agreed_quantity)
+            affected = affected_demands(
+                plan, order, line, in_time=line.agreed_quantity, as_ordered=True
+            )
             kind = AlertKind.SHORT_CONFIRMATION
             alerts.append(_alert(kind, order, line, 0, affected=affected, quantity=short))
     return alerts
@@ -152,17 +157,25 @@ def _alert(
 
 
 def affected_demands(
-    plan: MrpPlan, order: PurchaseOrder, line: PoLine, in_time: Decimal
+    plan: MrpPlan,
+    order: PurchaseOrder,
+    line: PoLine,
+    in_time: Decimal,
+    *,
+    as_ordered: bool = False,
 ) -> tuple[AffectedDemand, ...]:
     """The independent demands left short when only `in_time` of the line arrives in time.
 
     `in_time` counts from the start of the line (received quantity included); see the module
-    docstring for the supply the line is pegged as.
+    docstring for the supply the line is pegged as (`as_ordered`: the pegs kept on the line
+    first, what a short confirmation is judged against).
     """
     record = plan.records.get(line.item)
     pegs: Sequence[tuple[str, Decimal]] = ()
     available = in_time
-    if record is not None:
+    if as_ordered and line.pegged:
+        pegs = [(p.demand, p.quantity) for p in line.pegged]
+    elif record is not None:
         receipt = receipt_id(order, line)
         pegs = [(p.demand, p.quantity) for p in record.pegs if p.supply == receipt]
         if pegs:
@@ -210,9 +223,18 @@ def _spread(
             # An independent demand (or safety stock): the end of the trace.
             key = (item, demand)
             found[key] = found.get(key, ZERO) + missing
-            kinds[key] = None if requirement is None else requirement.kind
+            kinds[key] = _kind(demand) if requirement is None else requirement.kind
             continue
         factor = dict(plan.children[parent])[item]
         parent_pegs = [(p.demand, p.quantity) for p in parent_record.pegs if p.supply == demand]
         parent_available = order.quantity - missing / factor
         _spread(plan, parent, parent_pegs, parent_available, found=found, kinds=kinds)
+
+
+_SALES_LINE = re.compile(r"^[^/\s]+/\d+$")
+
+
+def _kind(demand: str) -> DemandKind | None:
+    """A demand the plan does not know (pegs kept on a line, no plan): a sales order line by
+    its id's form (SO-1001/1: `planning_runs.sales_demand_id`); otherwise unknown."""
+    return DemandKind.SALES if _SALES_LINE.match(demand) else None

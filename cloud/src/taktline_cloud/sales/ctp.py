@@ -21,17 +21,23 @@ The model, kept simple enough for a planner to recompute a promise by hand:
   no `ComponentSupply`) comes from its stock, and the rest is made first on its own line by
   the same rules, one level further down.
 * **Consumption.** Lines are promised in line order, and each one takes the stock, line time
-  and components it uses, so a later line sees what earlier lines took. A line that cannot be
-  promised takes nothing. Lines are chosen greedily, one order line (and one BOM level) at a
-  time: this is a promise, not an optimal schedule of the whole order.
+  and components it uses (component stock first, then purchase orders in date order), so a
+  later line sees what earlier lines took. A line that cannot be promised takes nothing. Lines
+  are chosen greedily, one order line (and one BOM level) at a time: this is a promise, not an
+  optimal schedule of the whole order. A `Promiser` carries the same state from one order to
+  the next, so orders promised one after the other (the earliest requested first) share the
+  plant: a purchase order the first order took is not there for the second.
 * **Rounding.** A produced line is promised at its finish rounded up to the whole minute; a
   line from stock at `now`. So a promise never precedes `now`.
 
 Working calendar: for each weekday (Monday = 0) a tuple of shifts, each a start and an end
-time of day in UTC; a shift whose end is not after its start runs past midnight into the next
-day. A shift belongs to the day it starts on, so a holiday drops the shifts starting on it
-(a night shift that began the evening before still runs to its end). Overlapping shifts count
-once.
+time of day on the wall clock of the calendar's time zone (UTC unless given); a shift whose end
+is not after its start runs past midnight into the next day. A shift belongs to the (local)
+day it starts on, so a holiday drops the shifts starting on it (a night shift that began the
+evening before still runs to its end). Overlapping shifts count once. Instants going in and
+out are aware datetimes; what comes out is in UTC, and a shift across a daylight-saving change
+lasts the real time between its wall-clock start and end. When the line waits for its shift to
+open, or its run is cut by time off shift, the reason chain says so (a `calendar` step).
 
 Errors: bad input raises `taktline_cloud.errors.Invalid` (naive datetimes, quantities < 0,
 a route with no positive rate, an unknown item or line, a calendar with no working time).
@@ -42,7 +48,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from enum import StrEnum
 
@@ -79,12 +85,14 @@ class StepKind(StrEnum):
     COMPONENT = "component"  # a component arrives then (reference: purchase order)
     PURCHASE = "purchase"  # a component is bought, arriving after its lead time (ref: item)
     PRODUCTION = "production"  # made on a line, finished then (reference: line)
+    CALENDAR = "calendar"  # the line's shifts delay it: closed, or off shift mid-run (ref: line)
     SHORT = "short"  # what makes the line impossible to promise (reference: item)
 
 
 @dataclass(frozen=True, slots=True)
 class Shift:
-    """A working period of a day in UTC; an end not after the start runs into the next day."""
+    """A working period of a day, on the calendar's wall clock; an end not after the start runs
+    into the next day."""
 
     start: time
     end: time
@@ -92,10 +100,12 @@ class Shift:
 
 @dataclass(frozen=True, slots=True)
 class WorkingCalendar:
-    """Shifts per weekday (Monday = 0) and holidays; see the module docstring."""
+    """Shifts per weekday (Monday = 0), holidays (local dates) and the time zone the shifts are
+    read in; see the module docstring."""
 
     week: tuple[tuple[Shift, ...], ...]
     holidays: frozenset[date] = frozenset()
+    zone: tzinfo = UTC
 
     def __post_init__(self) -> None:
         if len(self.week) != 7:
@@ -105,13 +115,14 @@ class WorkingCalendar:
         for shifts in self.week:
             for shift in shifts:
                 if shift.start.tzinfo is not None or shift.end.tzinfo is not None:
-                    raise Invalid("shift times are plain times of day in UTC")
+                    raise Invalid("shift times are plain times of day (the calendar has the zone)")
 
     @classmethod
     def weekly(
         cls,
         shifts: Mapping[int, Sequence[tuple[time, time]]],
         holidays: Sequence[date] = (),
+        zone: tzinfo = UTC,
     ) -> WorkingCalendar:
         """A calendar from {weekday: [(start, end), ...]}; days not named do not work."""
         if any(day not in range(7) for day in shifts):
@@ -119,7 +130,7 @@ class WorkingCalendar:
         week = tuple(
             tuple(Shift(start, end) for start, end in shifts.get(day, ())) for day in range(7)
         )
-        return cls(week, frozenset(holidays))
+        return cls(week, frozenset(holidays), zone)
 
     @classmethod
     def always(cls) -> WorkingCalendar:
@@ -127,18 +138,18 @@ class WorkingCalendar:
         return cls.weekly({day: [(time(0), time(0))] for day in range(7)})
 
     def windows(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working windows ending after `start`, in order of their start, clipped to `start`."""
-        day = start.date() - _DAY  # yesterday's night shift may still be running
-        cursor = start
+        """Working windows (UTC) ending after `start`, in order of their start, clipped to it."""
+        zone = self.zone
+        cursor = start.astimezone(UTC)
+        day = cursor.astimezone(zone).date() - _DAY  # yesterday's night shift may still run
         for _ in range(_HORIZON_DAYS):
             if day not in self.holidays:
                 shifts = sorted(self.week[day.weekday()], key=lambda s: s.start)
                 for shift in shifts:
-                    begin = datetime.combine(day, shift.start, start.tzinfo)
-                    end = datetime.combine(day, shift.end, start.tzinfo)
-                    if end <= begin:
-                        end += _DAY
-                    if end > cursor:
+                    begin = datetime.combine(day, shift.start, zone).astimezone(UTC)
+                    ends = day + _DAY if shift.end <= shift.start else day
+                    end = datetime.combine(ends, shift.end, zone).astimezone(UTC)
+                    if end > cursor and end > begin:  # (a shift lost to a clock change)
                         yield max(begin, cursor), end
                         cursor = end
             day += _DAY
@@ -462,11 +473,23 @@ def _components(
             at = now + component.lead_time
             supplied = component.cumulative[-1] if component.cumulative else component.on_hand
             to_buy = min(need, upto - supplied)
+            if component.arrivals and upto - need < supplied:
+                # The need spans the last open purchase order too: what it brings is there
+                # only when it arrives, however soon a new purchase could come.
+                po = component.arrivals[-1]  # the latest to arrive of those it spans
+                cumulative = component.cumulative
+                before = cumulative[-2] if len(cumulative) > 1 else component.on_hand
+                from_po = supplied - max(upto - need, before)
+                po_at = max(po.confirmed_at, now)
+                text = f"{prefix}component {name}: {display(from_po)} from {po.number}"
+                text += f" confirmed {when(po.confirmed_at)}"
+                steps.append(Step(StepKind.COMPONENT, po.number, po_at, from_po, text))
+                at = max(at, po_at)
             text = (
                 f"{prefix}component {name} short by {display(short)}: {display(to_buy)} to buy,"
-                f" {_span(component.lead_time)} lead time → {when(at)}"
+                f" {_span(component.lead_time)} lead time → {when(now + component.lead_time)}"
             )
-            steps.append(Step(StepKind.PURCHASE, name, at, to_buy, text))
+            steps.append(Step(StepKind.PURCHASE, name, now + component.lead_time, to_buy, text))
             bought = True
         else:
             text = (
@@ -525,9 +548,20 @@ def _take_or_make(
         made += f" after {state.after} (done {when(state.free_at)})"
         # Told inside the production sentence; the step keeps it machine-readable.
         steps.append(Step(StepKind.QUEUE, state.after, state.free_at, ZERO, ""))
-    start = state.calendar.opens(max(state.free_at, ready))
+    begin = max(state.free_at, ready)
+    start = state.calendar.opens(begin)
     made += f" at {display(per_hour.quantize(Decimal(1)))}/h {basis}"
     made += f", {when(start)} to {when(finish)}"
+    off = finish - start - time_to_make(to_make, per_hour)
+    waits = []
+    if start > begin:
+        waits.append(f"closed until {when(start)}")
+    if off > timedelta(minutes=1):  # (sub-minute rounding of the run is no wait)
+        waits.append(f"{_span(off)} off shift during the run")
+    if waits:
+        made += f" (shift calendar: {', '.join(waits)})"
+        # Told inside the production sentence; the step keeps it machine-readable.
+        steps.append(Step(StepKind.CALENDAR, route.line, start, ZERO, ""))
     steps.append(Step(StepKind.PRODUCTION, route.line, ceil_minute(finish), to_make, made))
     state.free_at = finish
     state.after = f"{prefix[:-2]} for {label}" if prefix else label
@@ -559,18 +593,35 @@ def _promise_line(context: _Context, order: str, line: OrderLine) -> CtpPromise:
     )
 
 
+class Promiser:
+    """Promises orders one after the other against one plant, each seeing what the orders
+    before it took: finished stock, line time, component stock and purchase orders.
+
+    The caller chooses the order of the orders (the service: earliest requested first). An
+    order refused as invalid takes nothing, and the next one is promised as if it never came.
+    """
+
+    def __init__(self, plant: Plant, now: datetime) -> None:
+        _aware(now, "now")
+        self._context = _Context(plant, now)
+
+    def promise(self, order: str, lines: Sequence[OrderLine]) -> list[CtpPromise]:
+        """Promise the lines of `order` in line order (see the module docstring)."""
+        context = self._context
+        numbers = [line.line for line in lines]
+        if len(set(numbers)) != len(numbers):
+            raise Invalid(f"{order}: line numbers repeat")
+        for line in lines:
+            if line.quantity <= 0:
+                raise Invalid(f"{order} line {line.line}: quantity must be > 0")
+            if not context.known(line.item):
+                raise Invalid(f"{order} line {line.line}: unknown item {line.item!r}")
+        ordered = sorted(lines, key=lambda x: x.line)
+        return [_promise_line(context, order, line) for line in ordered]
+
+
 def promise_order(
     order: str, lines: Sequence[OrderLine], plant: Plant, now: datetime
 ) -> list[CtpPromise]:
     """Promise the lines of one order in line order (see the module docstring)."""
-    _aware(now, "now")
-    context = _Context(plant, now)
-    numbers = [line.line for line in lines]
-    if len(set(numbers)) != len(numbers):
-        raise Invalid(f"{order}: line numbers repeat")
-    for line in lines:
-        if line.quantity <= 0:
-            raise Invalid(f"{order} line {line.line}: quantity must be > 0")
-        if not context.known(line.item):
-            raise Invalid(f"{order} line {line.line}: unknown item {line.item!r}")
-    return [_promise_line(context, order, line) for line in sorted(lines, key=lambda x: x.line)]
+    return Promiser(plant, now).promise(order, lines)

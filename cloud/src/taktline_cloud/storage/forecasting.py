@@ -3,7 +3,7 @@
 Sales are dated by the line's *requested* date, not the order's creation: MRP plans an order at
 its requested date, and the forecast it consumes must be cut on the same calendar, or an order
 would consume the forecast of the bucket it was booked in instead of the one it is due in.
-Every line counts, open or shipped (lines are never cancelled): a shipped line was demand too.
+Every line counts, open or shipped (a shipped line was demand too), except a cancelled one.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ def sales_by_requested_date(
     before: date | None = None,
 ) -> list[tuple[date, Decimal]]:
     """(requested date, quantity) of the item's sales order lines in [since, before), by date."""
-    statement = "SELECT requested_date, quantity FROM sales_order_lines WHERE item = ?"
+    statement = (
+        "SELECT requested_date, quantity FROM sales_order_lines"
+        " WHERE item = ? AND cancelled_at IS NULL"
+    )
     params: list[object] = [item]
     if since is not None:
         statement += " AND requested_date >= ?"

@@ -709,6 +709,110 @@ def _v9_promise_steps(m: Migrator) -> None:
         m.execute("ALTER TABLE promises ADD COLUMN steps TEXT")
 
 
+def _v13_sales_cancellation(m: Migrator) -> None:
+    """A cancelled sales order line keeps when it was cancelled (NULL while it is not): it is
+    closed (no promise, no MRP demand, no sales history) but stays readable with its promises.
+    Re-applied, it adds nothing."""
+    if "cancelled_at" not in _columns(m, "sales_order_lines"):
+        m.execute(f"ALTER TABLE sales_order_lines ADD COLUMN cancelled_at {m.dialect.timestamp}")
+
+
+def _v10_lots_and_counts(m: Migrator) -> None:
+    """Lots and cycle counts: a move may carry a lot (a lot code per item, `lots`), lot balances
+    per (item, location, lot) kept with the move like `stock_balances`, the plant's approval
+    threshold for adjustments, and counts with their approval (another user approves one above
+    the threshold: a named constraint). Moves before this version carry no lot, so the lot
+    balances start empty. Re-applied, it adds nothing.
+    """
+    d = m.dialect
+    dec, ts, n = d.decimal, d.timestamp, d.number
+    zero = "0" if d.backend == "postgresql" else "'0'"
+    if "lot" not in _columns(m, "stock_moves"):
+        m.execute("ALTER TABLE stock_moves ADD COLUMN lot TEXT")
+    if "adjustment_approval_value" not in _columns(m, "plants"):
+        m.execute(
+            f"ALTER TABLE plants ADD COLUMN adjustment_approval_value {dec} NOT NULL DEFAULT {zero}"
+        )
+    statements = [
+        f"""CREATE TABLE IF NOT EXISTS lots (
+            id {d.id_key},
+            item TEXT NOT NULL REFERENCES items (sku),
+            code TEXT NOT NULL,
+            created_at {ts} NOT NULL,
+            CONSTRAINT lots_code_per_item UNIQUE (item, code),
+            CONSTRAINT lots_code_not_empty CHECK (code <> '')
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS stock_lot_balances (
+            item TEXT NOT NULL,
+            location TEXT NOT NULL REFERENCES locations (code),
+            lot TEXT NOT NULL,
+            on_hand {dec} NOT NULL,
+            CONSTRAINT stock_lot_balances_key PRIMARY KEY (item, location, lot),
+            CONSTRAINT stock_lot_balances_lot FOREIGN KEY (item, lot) REFERENCES lots (item, code)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS inventory_counts (
+            id {d.id_key},
+            item TEXT NOT NULL REFERENCES items (sku),
+            location TEXT NOT NULL REFERENCES locations (code),
+            lot TEXT,
+            counted {dec} NOT NULL,
+            book {dec} NOT NULL,
+            difference {dec} NOT NULL,
+            unit_cost {dec} NOT NULL,
+            value {dec} NOT NULL,
+            threshold {dec} NOT NULL,
+            status TEXT NOT NULL,
+            counted_by TEXT NOT NULL,
+            counted_at {ts} NOT NULL,
+            decided_by TEXT,
+            decided_at {ts},
+            CONSTRAINT inventory_counts_counted_not_negative CHECK ({n("counted")} >= 0),
+            CONSTRAINT inventory_counts_status_valid
+                CHECK (status IN ('pending', 'posted', 'approved', 'rejected')),
+            CONSTRAINT inventory_counts_decided_unless_pending
+                CHECK ((status = 'pending') = (decided_at IS NULL)),
+            CONSTRAINT inventory_counts_approved_by_another
+                CHECK (status <> 'approved' OR (decided_by IS NOT NULL
+                    AND decided_by <> counted_by))
+        )""",
+        "CREATE INDEX IF NOT EXISTS stock_moves_lot ON stock_moves (item, lot)",
+        "CREATE INDEX IF NOT EXISTS inventory_counts_status ON inventory_counts (status, id)",
+    ]
+    for statement in statements:
+        m.execute(statement)
+
+
+def _v11_calendars_and_routes(m: Migrator) -> None:
+    """Shift calendars and routings from the master data (replaced whole at every load).
+
+    `line_calendar`: a line's weekly shifts as JSON text ([[weekday, "HH:MM", "HH:MM"], ...],
+    Monday = 0, on the wall clock of `timezone`, an IANA name) and its holidays (JSON list of
+    ISO dates); a line without a row works round the clock. `item_route`: a line that makes an
+    item, at the item's own standard rate there (NULL: the line's). An item without a row can
+    be made on every line. Re-applied, it adds nothing.
+    """
+    n = m.dialect.number
+    statements = [
+        """CREATE TABLE IF NOT EXISTS line_calendar (
+            line TEXT NOT NULL REFERENCES lines (code),
+            timezone TEXT NOT NULL,
+            shifts TEXT NOT NULL,
+            holidays TEXT NOT NULL,
+            CONSTRAINT line_calendar_key PRIMARY KEY (line)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS item_route (
+            item TEXT NOT NULL REFERENCES items (sku),
+            line TEXT NOT NULL REFERENCES lines (code),
+            standard_rate_per_hour {m.dialect.decimal},
+            CONSTRAINT item_route_key PRIMARY KEY (item, line),
+            CONSTRAINT item_route_rate_positive
+                CHECK (standard_rate_per_hour IS NULL OR {n("standard_rate_per_hour")} > 0)
+        )""",
+    ]
+    for statement in statements:
+        m.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "master data, samples, work orders, ledger, promises", _v1_core_schema),
     Migration(2, "counter checkpoints: posting reads only new readings", _v2_counter_checkpoints),
@@ -719,4 +823,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "item planning data, BOM scrap, MRP runs and their result", _v7_mrp),
     Migration(8, "purchasing: suppliers, orders, confirmations, receipts", _v8_purchasing),
     Migration(9, "promise reason chains: capable-to-promise steps", _v9_promise_steps),
+    Migration(10, "lots, lot balances, cycle counts with approval", _v10_lots_and_counts),
+    Migration(11, "shift calendars per line, routings", _v11_calendars_and_routes),
+    Migration(13, "sales order lines: cancellation", _v13_sales_cancellation),
 )

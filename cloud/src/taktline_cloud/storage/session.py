@@ -7,7 +7,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +19,7 @@ from taktline_cloud.historian.current import Latest, LatestKey
 from taktline_cloud.historian.samples import Sample, SampleValue
 from taktline_cloud.inventory.balances import Balance, allows_negative_by_default
 from taktline_cloud.inventory.ledger import BalanceKey, Move, balance_changes
+from taktline_cloud.inventory.lots import LotBalance, allocate, lot_changes
 from taktline_cloud.inventory.reservations import CONSUMPTION, Reservation
 from taktline_cloud.inventory.valuation import average_after_receipt, move_value
 from taktline_cloud.org.hierarchy import OrgNode
@@ -178,6 +179,8 @@ class SalesLine:
     promised_at: datetime | None
     promise_kind: str | None
     promise_reason: str
+    is_open: bool = True
+    cancelled_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> SalesLine:
@@ -192,6 +195,8 @@ class SalesLine:
             promised_at=to_datetime_or_none(row[6]),
             promise_kind=row[7],
             promise_reason=row[8],
+            is_open=bool(row[9]) if len(row) > 9 else True,
+            cancelled_at=to_datetime_or_none(row[10]) if len(row) > 10 else None,
         )
 
 
@@ -577,12 +582,14 @@ class Session:
         # before anything is written.
         costs = self._value_moves(moves)
         self._apply_balances(balance_changes(moves), book_shortage)
+        self._apply_lot_balances(moves, book_shortage)
         rows: list[LedgerRow] = []
         for move, unit_cost in zip(moves, costs, strict=True):
             value = move_value(move.quantity, unit_cost)
             inserted = self._x.query(
                 "INSERT INTO stock_moves (at, item, from_location, to_location, quantity, reason,"
-                " reference, unit_cost, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " reference, unit_cost, value, lot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (
                     move.at,
                     move.item,
@@ -593,6 +600,7 @@ class Session:
                     move.reference,
                     unit_cost,
                     value,
+                    move.lot,
                 ),
             )
             rows.append(
@@ -607,6 +615,7 @@ class Session:
                     reference=move.reference,
                     unit_cost=unit_cost,
                     value=value,
+                    lot=move.lot,
                 )
             )
         return rows
@@ -771,6 +780,133 @@ class Session:
             for r in self._x.query(statement + " ORDER BY item, location", params)
         ]
 
+    # --- lots (inventory.lots) ---------------------------------------------------------------
+
+    def _apply_lot_balances(self, moves: Sequence[Move], book_shortage: bool) -> None:
+        """Apply the moves that carry a lot to the lot balances (lots are created on first use).
+
+        After `_apply_balances`: every writer locks the item's balance rows before its lot rows.
+        """
+        changes = lot_changes(moves)
+        if not changes:
+            return
+        first_seen: dict[tuple[str, str], datetime] = {}
+        for move in moves:
+            if move.lot is not None:
+                key = (move.item, move.lot)
+                first_seen[key] = min(first_seen.get(key, move.at), move.at)
+        for (item, lot), at in sorted(first_seen.items()):
+            self._x.execute(
+                "INSERT INTO lots (item, code, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (item, code) DO NOTHING",
+                (item, lot, at),
+            )
+        negative_allowed = {} if book_shortage else self.negative_allowed()
+        for (item, location, lot), change in sorted(changes.items()):
+            if not change:
+                continue
+            if change < 0 and not book_shortage and not negative_allowed.get(location, False):
+                self.lot_balance(item, location, lot, lock=True).check_outflow(-change)
+            self._add_to_lot_balance(item, location, lot, change)
+
+    def _add_to_lot_balance(self, item: str, location: str, lot: str, change: Decimal) -> None:
+        """Add to one lot balance (created when missing); atomic on PostgreSQL, in Python on
+        SQLite (one writer), as `_add_to_balance`."""
+        if self._x.dialect.backend == "postgresql":
+            self._x.execute(
+                "INSERT INTO stock_lot_balances (item, location, lot, on_hand) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (item, location, lot) DO UPDATE SET"
+                " on_hand = stock_lot_balances.on_hand + excluded.on_hand",
+                (item, location, lot, change),
+            )
+            return
+        current = self.lot_balance(item, location, lot)
+        self._x.execute(
+            "INSERT INTO stock_lot_balances (item, location, lot, on_hand) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (item, location, lot) DO UPDATE SET on_hand = excluded.on_hand",
+            (item, location, lot, current.on_hand + change),
+        )
+
+    def lot_balance(self, item: str, location: str, lot: str, *, lock: bool = False) -> LotBalance:
+        """On hand of one lot of an item at one location (`lock`: see `balance`)."""
+        rows = self._x.query(
+            "SELECT on_hand FROM stock_lot_balances WHERE item = ? AND location = ? AND lot = ?"
+            + self._for_update(lock),
+            (item, location, lot),
+        )
+        return LotBalance(item, location, lot, to_decimal(rows[0][0]) if rows else Decimal(0))
+
+    def lot_balances(
+        self, item: str | None = None, location: str | None = None
+    ) -> list[LotBalance]:
+        """Lot balances (of one item and/or location, or all), by item, location and then
+        the lots oldest first (FIFO order)."""
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("b.item", item), ("b.location", location)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        statement = (
+            "SELECT b.item, b.location, b.lot, b.on_hand FROM stock_lot_balances b"
+            " JOIN lots l ON l.item = b.item AND l.code = b.lot"
+        )
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        return [
+            LotBalance(r[0], r[1], r[2], to_decimal(r[3]))
+            for r in self._x.query(statement + " ORDER BY b.item, b.location, l.id", params)
+        ]
+
+    def lot_exists(self, item: str, lot: str) -> bool:
+        """True when `lot` is a lot of `item` (some move carried it)."""
+        return bool(self._x.query("SELECT 1 FROM lots WHERE item = ? AND code = ?", (item, lot)))
+
+    def split_by_lots(self, moves: Sequence[Move]) -> list[Move]:
+        """The moves, each one without a lot out of a store that keeps lots of its item split
+        FIFO (`lots.allocate`: stock without a lot first, then the lots oldest first, the rest
+        without a lot). Moves in one call draw on one another's allocation."""
+        kinds = self.location_kinds()
+        held: dict[tuple[str, str], tuple[Decimal, list[tuple[str, Decimal]]]] = {}
+        result: list[Move] = []
+        for move in moves:
+            key = (move.item, move.from_location)
+            if move.lot is not None or kinds.get(move.from_location) != "internal":
+                result.append(move)
+                continue
+            if key not in held:
+                lots = [(b.lot, b.on_hand) for b in self.lot_balances(*key) if b.on_hand > 0]
+                on_hand = self.balance(*key).on_hand
+                held[key] = (on_hand - sum((q for _, q in lots), Decimal(0)), lots)
+            unlotted, lots = held[key]
+            if not lots:
+                result.append(move)
+                continue
+            parts = allocate(move.quantity, unlotted, lots)
+            for lot, quantity in parts:
+                result.append(replace(move, quantity=quantity, lot=lot))
+                if lot is None:
+                    unlotted -= quantity
+                else:
+                    lots = [(c, q - quantity if c == lot else q) for c, q in lots]
+            held[key] = (unlotted, [(c, q) for c, q in lots if q > 0])
+        return result
+
+    def adjustment_approval_value(self, plant: str) -> Decimal:
+        """The plant's threshold: a count's adjustment worth more waits for approval."""
+        rows = self._x.query(
+            "SELECT adjustment_approval_value FROM plants WHERE code = ?", (plant,)
+        )
+        if not rows:
+            raise StorageError(f"no plant {plant!r}")
+        return to_decimal(rows[0][0])
+
+    def set_adjustment_approval_value(self, plant: str, value: Decimal) -> None:
+        """Store the plant's adjustment approval threshold."""
+        self._x.execute(
+            "UPDATE plants SET adjustment_approval_value = ? WHERE code = ?", (value, plant)
+        )
+
     # --- reservations ------------------------------------------------------------------------
 
     def reserve(
@@ -851,7 +987,8 @@ class Session:
     def consume_reservation(
         self, reservation: Reservation, quantity: Decimal, to_location: str, at: datetime
     ) -> tuple[Reservation, LedgerRow]:
-        """Turn `quantity` of the (open, locked) reservation into a move to `to_location`."""
+        """Turn `quantity` of the (open, locked) reservation into a move to `to_location`,
+        split FIFO over the store's lots (`lots.allocate`); the first of its ledger rows."""
         self.balance(reservation.item, reservation.location, lock=True)
         taken = self._take_from_reservation(reservation, quantity, True, at)
         move = Move(
@@ -863,8 +1000,8 @@ class Session:
             reservation.demand,
             at,
         )
-        (row,) = self.append_moves([move])
-        return taken, row
+        rows = self.append_moves(self.split_by_lots([move]))
+        return taken, rows[0]
 
     def draw_reservations(
         self, item: str, location: str, demand: str, quantity: Decimal, at: datetime
@@ -913,7 +1050,7 @@ class Session:
         """Ledger entries, newest first (of one item, or all)."""
         statement = (
             "SELECT id, at, item, from_location, to_location, quantity, reason, reference,"
-            " unit_cost, value FROM stock_moves"
+            " unit_cost, value, lot FROM stock_moves"
         )
         params: list[object] = []
         if item is not None:
@@ -935,6 +1072,7 @@ class Session:
                 reference=r[7],
                 unit_cost=to_decimal(r[8]),
                 value=to_decimal(r[9]),
+                lot=r[10],
             )
             for r in self._x.query(statement, params)
         ]
@@ -968,8 +1106,8 @@ class Session:
         """Sales order lines with their current promise, by order and line."""
         statement = (
             "SELECT l.order_number, l.line_no, o.customer, l.item, l.quantity, l.requested_date,"
-            " l.promised_at, l.promise_kind, l.promise_reason FROM sales_order_lines l"
-            " JOIN sales_orders o ON o.number = l.order_number"
+            " l.promised_at, l.promise_kind, l.promise_reason, l.is_open, l.cancelled_at"
+            " FROM sales_order_lines l JOIN sales_orders o ON o.number = l.order_number"
         )
         if open_only:
             statement += " WHERE l.is_open = ?"
@@ -977,6 +1115,54 @@ class Session:
         return [
             SalesLine.from_row(r) for r in self._x.query(statement, (True,) if open_only else ())
         ]
+
+    # --- sales orders through the API (create, change, cancel) ------------------------------
+
+    def customers(self) -> list[tuple[str, str]]:
+        """(code, name) of every customer, by code."""
+        rows = self._x.query("SELECT code, name FROM customers ORDER BY code")
+        return [(r[0], r[1]) for r in rows]
+
+    def customer_exists(self, code: str) -> bool:
+        """True when the customer is stored."""
+        return bool(self._x.query("SELECT 1 FROM customers WHERE code = ?", (code,)))
+
+    def sales_order_head(self, number: str) -> tuple[str, datetime] | None:
+        """(customer, created_at) of a sales order; None when there is none."""
+        rows = self._x.query(
+            "SELECT customer, created_at FROM sales_orders WHERE number = ?", (number,)
+        )
+        return (rows[0][0], to_datetime(rows[0][1])) if rows else None
+
+    def sales_order_numbers(self) -> list[str]:
+        """Every sales order number."""
+        return [r[0] for r in self._x.query("SELECT number FROM sales_orders")]
+
+    def lock_sales_order(self, number: str) -> bool:
+        """Lock a sales order's row for this transaction (PostgreSQL; SQLite's write
+        transaction is exclusive already); False when there is no such order."""
+        lock = " FOR UPDATE" if self._x.dialect.backend == "postgresql" else ""
+        return bool(self._x.query(f"SELECT 1 FROM sales_orders WHERE number = ?{lock}", (number,)))
+
+    def change_sales_line(
+        self, order: str, line: int, *, quantity: Decimal, requested_date: date
+    ) -> None:
+        """Set an open line's quantity and requested date; its promise is to be given anew (its
+        kind is cleared, so the next re-promise records one, the previous instant is kept for
+        the "was" of the change)."""
+        self._x.execute(
+            "UPDATE sales_order_lines SET quantity = ?, requested_date = ?, promise_kind = NULL"
+            " WHERE order_number = ? AND line_no = ? AND is_open = ?",
+            (quantity, requested_date, order, line, True),
+        )
+
+    def cancel_sales_line(self, order: str, line: int, at: datetime) -> None:
+        """Close an open line as cancelled at `at` (its promise history stays)."""
+        self._x.execute(
+            "UPDATE sales_order_lines SET is_open = ?, cancelled_at = ?, promise_reason = ?"
+            " WHERE order_number = ? AND line_no = ? AND is_open = ?",
+            (False, at, "cancelled", order, line, True),
+        )
 
     def record_promise(
         self,
