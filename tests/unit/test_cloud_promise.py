@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 from taktline_cloud.sales.promise import (
     Demand,
@@ -13,6 +14,7 @@ from taktline_cloud.sales.promise import (
     ceil_minute,
     promise_changed,
     promise_lines,
+    promise_moved,
 )
 
 NOW = datetime(2026, 11, 24, 14, 0, 10, tzinfo=UTC)
@@ -24,9 +26,7 @@ def demand(quantity: str, order: str = "SO-1", line: int = 1, due: date = TOMORR
     return Demand(order, line, Decimal(quantity), due)
 
 
-def wo(
-    number: str, quantity: str, good: str, rate: str | None, line: str = "LINE-1"
-) -> Supply:
+def wo(number: str, quantity: str, good: str, rate: str | None, line: str = "LINE-1") -> Supply:
     per_hour = None if rate is None else Decimal(rate)
     return Supply(number, line, Decimal(quantity), Decimal(good), per_hour, "measured")
 
@@ -150,3 +150,28 @@ def test_promise_changes_on_time_or_kind_but_a_stock_promise_stands() -> None:
     assert not promise_changed(NOW - timedelta(hours=1), "stock", stock)
     short = Promise("SO-1", 1, None, PromiseKind.SHORT, "not covered", True)
     assert not promise_changed(None, "short", short)
+
+
+def test_a_promise_far_ahead_stands_until_it_moves_by_its_share_of_the_distance() -> None:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    five_days = now + timedelta(days=5)
+    share = Fraction(1, 100)  # of 5 days: 72 minutes
+    minute = timedelta(minutes=1)
+    assert not promise_moved(five_days, five_days + timedelta(minutes=72), now, minute, share)
+    assert promise_moved(five_days, five_days + timedelta(minutes=73), now, minute, share)
+    assert not promise_moved(five_days, five_days - timedelta(minutes=72), now, minute, share)
+    # No share, or no `now`: the absolute tolerance alone, as before.
+    assert promise_moved(five_days, five_days + 2 * minute, now, minute)
+    assert promise_moved(five_days, five_days + 2 * minute, None, minute, share)
+    # Due within the hour: 1 % is 30 s, so the one-minute tolerance rules.
+    soon = now + timedelta(minutes=50)
+    assert promise_moved(soon, soon + 2 * minute, now, minute, share)
+    assert not promise_moved(soon, soon + minute, now, minute, share)
+    # Overdue (before now): no share of a negative distance.
+    past = now - timedelta(days=1)
+    assert promise_moved(past, past + 2 * minute, now, minute, share)
+    production = Promise(
+        "SO-1", 1, five_days + timedelta(hours=1), PromiseKind.PRODUCTION, "", True
+    )
+    assert not promise_changed(five_days, "production", production, minute, now=now, relative=share)
+    assert promise_changed(five_days, "production", production, minute)

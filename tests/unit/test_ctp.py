@@ -7,7 +7,7 @@ component X per A.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -519,3 +519,111 @@ def test_promises_never_precede_now_and_more_stock_or_speed_never_delays(
     assert all(r <= b for r, b in zip(richer, base, strict=True))
     quicker = dates(quantities, random_plant(stock, rate + faster, queued, x_on_hand, po), now)
     assert all(q <= b for q, b in zip(quicker, base, strict=True))
+
+
+# --- the working calendar's fast paths equal the walk -------------------------------------------
+
+
+def walked(calendar: WorkingCalendar, start: datetime, work: timedelta) -> datetime | None:
+    """`advance` from first principles: every shift of every local day from the day before
+    `start`, in start order, merged as the module docstring says (what the cached windows and
+    the round-the-clock path must give); None when 3 years of days do not hold `work`."""
+    if work <= timedelta(0):
+        return start
+    cursor = start.astimezone(UTC)
+    day = cursor.astimezone(calendar.zone).date() - timedelta(days=1)
+    left = work
+    for _ in range(3 * 366):
+        if day not in calendar.holidays:
+            for shift in sorted(calendar.week[day.weekday()], key=lambda s: s.start):
+                begin = datetime.combine(day, shift.start, calendar.zone).astimezone(UTC)
+                ends = day + timedelta(days=1) if shift.end <= shift.start else day
+                end = datetime.combine(ends, shift.end, calendar.zone).astimezone(UTC)
+                if end > cursor and end > begin:
+                    begin = max(begin, cursor)
+                    if left <= end - begin:
+                        return begin + left
+                    left -= end - begin
+                    cursor = end
+        day += timedelta(days=1)
+    return None
+
+
+ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")]
+hours = st.integers(0, 23).map(time)
+# Instants around the 2026 clock changes (Europe 29 Mar / 25 Oct, US 8 Mar / 1 Nov) and now.
+DAYS = [datetime(2026, 3, day, tzinfo=UTC) for day in (7, 28)]
+DAYS += [datetime(2026, 10, day, tzinfo=UTC) for day in (24, 31)]
+starts = st.builds(
+    lambda day, minutes: day + timedelta(minutes=minutes),
+    st.sampled_from([*DAYS, TUESDAY]),
+    st.integers(0, 3 * 24 * 60),
+)
+works = st.integers(0, 14 * 24 * 60).map(lambda m: timedelta(minutes=m))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shifts=st.dictionaries(
+        st.integers(0, 6), st.lists(st.tuples(hours, hours), min_size=1, max_size=3), min_size=1
+    ),
+    holidays=st.lists(st.integers(0, 40), max_size=4),
+    zone=st.sampled_from(ZONES),
+    start=starts,
+    work=st.lists(works, min_size=1, max_size=4),
+)
+def test_the_kept_shift_windows_walk_as_the_shifts_say(
+    *,
+    shifts: dict[int, list[tuple[time, time]]],
+    holidays: list[int],
+    zone: ZoneInfo,
+    start: datetime,
+    work: list[timedelta],
+) -> None:
+    days = [start.date() + timedelta(days=d - 2) for d in holidays]
+    calendar = WorkingCalendar.weekly(shifts, days, zone)
+    for each in work:  # one calendar, several walks: the kept windows are reused
+        expected = walked(calendar, start, each)
+        if expected is None:
+            with pytest.raises(Invalid, match="no working time within"):
+                calendar.advance(start, each)
+        else:
+            assert calendar.advance(start, each) == expected
+        first = walked(calendar, start, timedelta(microseconds=1))
+        assert first is not None  # every calendar has a shift a week
+        assert calendar.opens(start) == first - timedelta(microseconds=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shift_at=hours,
+    offset=st.integers(-12, 14),
+    start=starts,
+    work=works | st.integers(0, 10**6).map(lambda s: timedelta(seconds=s, microseconds=7)),
+)
+def test_round_the_clock_in_constant_time_equals_the_walk(
+    *, shift_at: time, offset: int, start: datetime, work: timedelta
+) -> None:
+    # From a time of day to the same time the next day, every day, at a fixed UTC offset: the
+    # fast path; the same shifts in the same offset as a named zone walk the windows.
+    week = {day: [(shift_at, shift_at)] for day in range(7)}
+    fast = WorkingCalendar.weekly(week, zone=timezone(timedelta(hours=offset)))
+    walks = WorkingCalendar.weekly(week, zone=ZoneInfo(f"Etc/GMT{-offset:+d}"))
+    assert fast._continuous  # the fast path is taken (private: what this test is about)
+    assert not walks._continuous
+    assert fast.advance(start, work) == walks.advance(start, work) == walked(walks, start, work)
+    assert fast.opens(start) == walks.opens(start) == start
+    assert fast.advance(start, work).tzinfo is UTC
+
+
+def test_a_calendar_with_a_holiday_or_two_shift_times_is_not_round_the_clock() -> None:
+    always = WorkingCalendar.always()
+    assert always._continuous
+    assert always.advance(TUESDAY, timedelta(days=1000)) == TUESDAY + timedelta(days=1000)
+    with pytest.raises(Invalid, match="no working time within"):  # as the walk: the horizon
+        always.advance(TUESDAY, timedelta(days=3 * 366))
+    week = {day: [(time(0), time(0))] for day in range(7)}
+    assert not WorkingCalendar.weekly(week, holidays=[date(2026, 12, 25)])._continuous
+    assert not WorkingCalendar.weekly({**week, 6: [(time(6), time(6))]})._continuous
+    assert not WorkingCalendar.weekly({**week, 6: [(time(0), time(12))]})._continuous
+    assert not WorkingCalendar.weekly({**week, 6: []})._continuous

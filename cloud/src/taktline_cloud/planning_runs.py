@@ -19,7 +19,9 @@ means to it, in one transaction of the caller's:
   or an order would be planned twice, once as itself and once inside the forecast.
 
 A run replaces the previous run's planned orders, pegs, messages and traced demands in the
-same transaction, so a reader sees one whole run or the other.
+same transaction, so a reader sees one whole run or the other: a regenerative run all of them,
+a net-change run those of the items it re-planned (the rest of the stored result is already
+the plan it went on from; see `store_plan`).
 
 A regenerative run in progress is an `MrpJob` (in memory, one process): its phase (reading,
 planning, storing) and items planned of those known, which the planner's progress callback
@@ -416,6 +418,64 @@ def _source_kind(plan: MrpPlan, item: str, demand: str) -> str:
     return "unknown"  # pragma: no cover - trace only returns demands of the plan
 
 
+def _item_rows(
+    plan: MrpPlan, item: str
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """One item's planned orders, pegs and messages as `Session.replace_mrp_result` takes them."""
+    day = plan.buckets.first_day
+    record = plan.records[item]
+    planned_orders: list[tuple[object, ...]] = [
+        (o.id, o.item, str(o.source), o.quantity, o.due, o.release, day(o.due), day(o.release))
+        for o in record.planned_orders
+    ]
+    pegs: list[tuple[object, ...]] = [
+        (item, position, peg.supply, peg.demand, peg.quantity)
+        for position, peg in enumerate(record.pegs)
+    ]
+    exceptions: list[tuple[object, ...]] = [
+        (
+            item,
+            position,
+            str(m.kind),
+            m.order,
+            m.bucket,
+            day(m.bucket),
+            m.to,
+            None if m.to is None else day(m.to),
+            m.quantity,
+        )
+        for position, m in enumerate(record.exceptions)
+    ]
+    return planned_orders, pegs, exceptions
+
+
+def _item_sources(plan: MrpPlan, item: str) -> list[tuple[object, ...]]:
+    """The independent demands behind each requirement the item's pegs serve (`trace`)."""
+    sources: list[tuple[object, ...]] = []
+    traced: set[str] = set()
+    for peg in plan.records[item].pegs:
+        if peg.demand in traced:
+            continue
+        traced.add(peg.demand)
+        sources.extend(
+            (item, peg.demand, source_item, source, _source_kind(plan, source_item, source))
+            for source_item, source in trace(plan, item, peg.demand)
+        )
+    return sources
+
+
+def items_below(plan: MrpPlan, items: Iterable[str]) -> set[str]:
+    """`items` and every component below them, all BOM levels down."""
+    found = set(items)
+    stack = list(found)
+    while stack:
+        for component, _ in plan.children.get(stack.pop(), ()):
+            if component not in found:
+                found.add(component)
+                stack.append(component)
+    return found
+
+
 def store_plan(
     tx: Session,
     plan: MrpPlan,
@@ -425,55 +485,48 @@ def store_plan(
     started_at: datetime,
     started_clock: float,
     forecasts: Mapping[str, DemandSeries] | None = None,
+    previous: MrpPlan | None = None,
 ) -> StoredRun:
-    """Replace the latest result with `plan`; the run's summary (timed from `started_clock`,
-    a `time.perf_counter()` reading taken when the run began)."""
-    buckets = plan.buckets
-    day = buckets.first_day
+    """Store `plan` as the latest result; the run's summary (timed from `started_clock`, a
+    `time.perf_counter()` reading taken when the run began) counts the whole plan.
+
+    A regenerative run replaces every result row. A net-change run (`kind` NET_CHANGE) is a
+    change of the stored result: its caller made it from the plan of the latest stored run
+    (checked under the planner lock), so only the rows of the items it re-planned
+    (`plan.replanned`, the cascade to components included) are replaced, in the same
+    transaction. The demand sources are re-traced further down: a requirement's sources follow
+    the pegs of its parents up the BOM, so every item below a re-planned one is traced anew,
+    even where its own record stands (a parent's pegs moved to other sales lines, its planned
+    orders, and so its components' requirements, the same). With `previous` (the plan the net
+    change went on from, whose rows are the ones stored) such an item's sources are rewritten
+    only when they differ from its sources in `previous` (a re-planned item's too: the sources
+    are kept by requirement, apart from its pegs).
+    """
+    records = plan.records
+    sources: list[tuple[object, ...]] = []
+    if kind == NET_CHANGE:
+        planned = sorted(set(plan.replanned))
+        traced = []
+        for item in sorted(items_below(plan, planned)):
+            item_sources = _item_sources(plan, item)
+            if previous is None or item_sources != _item_sources(previous, item):
+                traced.append(item)
+                sources.extend(item_sources)
+    else:
+        planned = traced = sorted(records)
+        for item in traced:
+            sources.extend(_item_sources(plan, item))
     planned_orders: list[tuple[object, ...]] = []
     pegs: list[tuple[object, ...]] = []
     exceptions: list[tuple[object, ...]] = []
-    sources: list[tuple[object, ...]] = []
-    traced: set[tuple[str, str]] = set()
-    for item, record in sorted(plan.records.items()):
-        planned_orders.extend(
-            (
-                o.id,
-                o.item,
-                str(o.source),
-                o.quantity,
-                o.due,
-                o.release,
-                day(o.due),
-                day(o.release),
-            )
-            for o in record.planned_orders
-        )
-        for position, peg in enumerate(record.pegs):
-            pegs.append((item, position, peg.supply, peg.demand, peg.quantity))
-            if (item, peg.demand) in traced:
-                continue
-            traced.add((item, peg.demand))
-            sources.extend(
-                (item, peg.demand, source_item, source, _source_kind(plan, source_item, source))
-                for source_item, source in trace(plan, item, peg.demand)
-            )
-        exceptions.extend(
-            (
-                item,
-                position,
-                str(m.kind),
-                m.order,
-                m.bucket,
-                day(m.bucket),
-                m.to,
-                None if m.to is None else day(m.to),
-                m.quantity,
-            )
-            for position, m in enumerate(record.exceptions)
-        )
+    for item in planned:
+        item_orders, item_pegs, item_exceptions = _item_rows(plan, item)
+        planned_orders.extend(item_orders)
+        pegs.extend(item_pegs)
+        exceptions.extend(item_exceptions)
     elapsed = timedelta(seconds=time.perf_counter() - started_clock)
     finished_at = started_at + elapsed
+    buckets = plan.buckets
     summary = (
         kind,
         started_at,
@@ -481,14 +534,19 @@ def store_plan(
         buckets.start,
         buckets.days,
         buckets.count,
-        len(plan.records),
+        len(records),
         len(plan.replanned),
-        len(planned_orders),
-        len(pegs),
-        len(exceptions),
+        sum(len(r.planned_orders) for r in records.values()),
+        sum(len(r.pegs) for r in records.values()),
+        sum(len(r.exceptions) for r in records.values()),
         len(data.beyond_horizon),
     )
-    run_id = tx.replace_mrp_result(summary, planned_orders, pegs, exceptions, sources)
+    if kind == NET_CHANGE:
+        run_id = tx.replace_mrp_items(
+            summary, planned_orders, pegs, exceptions, sources, items=planned, traced_items=traced
+        )
+    else:
+        run_id = tx.replace_mrp_result(summary, planned_orders, pegs, exceptions, sources)
     return StoredRun(run_row((run_id, *summary)), plan, data, dict(forecasts or {}))
 
 

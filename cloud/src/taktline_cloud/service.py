@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import ROUND_DOWN, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,6 @@ from taktline_cloud.planning_runs import (
     MrpStart,
     StoredRun,
     affected_items,
-    bom_lines,
     buckets_for,
     copy_data,
     fit_forecasts,
@@ -146,6 +146,7 @@ from taktline_cloud.sales.promise import (
     Supply,
     promise_changed,
     promise_lines,
+    promise_moved,
 )
 from taktline_cloud.storage import Database, Session
 from taktline_cloud.storage.inventory_counts import CountStore
@@ -287,6 +288,7 @@ class PlantService:
         rate_window: timedelta = timedelta(minutes=5),
         min_rate_window: timedelta = timedelta(seconds=20),
         promise_tolerance: timedelta = timedelta(minutes=1),
+        promise_relative_tolerance: Fraction = Fraction(1, 100),
         capable_to_promise: bool = False,
     ) -> None:
         if min_rate_window <= timedelta(0) or rate_window < min_rate_window:
@@ -296,6 +298,11 @@ class PlantService:
         self._rate_window = rate_window
         self._min_rate_window = min_rate_window
         self._promise_tolerance = promise_tolerance
+        # A promise stands until it moves by more than the tolerance or this share of how far
+        # ahead it is (sales.promise.promise_moved): the history keeps moves, not rate jitter.
+        if not 0 <= promise_relative_tolerance < 1:
+            raise Invalid("promise_relative_tolerance: need 0 <= share < 1")
+        self._promise_relative = promise_relative_tolerance
         # Lines the stock/work-order rule leaves short get a capable-to-promise date (off by
         # default so the pure rule's callers keep its "not covered" answer; the app turns it on).
         self._capable_to_promise = capable_to_promise
@@ -1063,6 +1070,7 @@ class PlantService:
         now = changes.now
         short: dict[str, list[SalesLine]] = {}  # lines the rule leaves short, by item
         kept: dict[str, Decimal] = {}  # finished stock the rule's covered lines take, by item
+        finished = tx.on_hand_by_item(model.places.finished)  # one read, not one per item
         for item, lines in by_item.items():
             supplies = [
                 Supply(
@@ -1079,12 +1087,7 @@ class PlantService:
             demands = [
                 Demand(line.order, line.line, line.quantity, line.requested_date) for line in lines
             ]
-            promises = promise_lines(
-                demands,
-                tx.on_hand(item, model.places.finished),
-                supplies,
-                now,
-            )
+            promises = promise_lines(demands, finished.get(item, Decimal(0)), supplies, now)
             stored = {(line.order, line.line): line for line in lines}
             if self._capable_to_promise:
                 covered = [p for p in promises if p.kind is not PromiseKind.SHORT]
@@ -1094,7 +1097,14 @@ class PlantService:
             for promise in promises:
                 line = stored[(promise.order, promise.line)]
                 tolerance = self._promise_tolerance
-                if not promise_changed(line.promised_at, line.promise_kind, promise, tolerance):
+                if not promise_changed(
+                    line.promised_at,
+                    line.promise_kind,
+                    promise,
+                    tolerance,
+                    now=now,
+                    relative=self._promise_relative,
+                ):
                     continue
                 tx.record_promise(
                     promise.order,
@@ -1745,7 +1755,7 @@ class PlantService:
             # A count moves its work order's remaining quantity, and so its components' demand.
             # No model is fitted on a net change: the last run's forecast is consumed by the
             # orders booked now (a new order takes its share of the forecast, not more).
-            bom = bom_lines(tx, model)
+            bom = list(self._ctp_master_data(tx, model).bom)  # read once per plant model
             demands = independent_demands(
                 tx, model, buckets, bom, self._forecasting, fitted=last.forecasts
             )
@@ -1755,6 +1765,8 @@ class PlantService:
                 data.set_receipts(item, [r for r in receipts if r.item == item])
                 data.set_demands(item, [d for d in demands if d.item == item])
             plan = net_change(last.plan, data, changed)
+            # The latest stored run is `last` (checked above): only the re-planned items' rows
+            # are replaced (and the demand sources that moved below them).
             stored = store_plan(
                 tx,
                 plan,
@@ -1763,6 +1775,7 @@ class PlantService:
                 started_at=now,
                 started_clock=started_clock,
                 forecasts=last.forecasts,
+                previous=last.plan,
             )
         self._mrp_last = stored
         return stored.row
@@ -1874,22 +1887,19 @@ class PlantService:
                 self._promise(tx, model, self._running(tx, model, now), changes)
         return self._done(changes)
 
-    def _ctp_plant(
-        self, tx: Session, model: PlantModel, running: dict[str, _Running], kept: dict[str, Decimal]
-    ) -> ctp.Plant:
-        """The live plant as capable-to-promise reads it.
+    _ctp_master: tuple[PlantModel, _CtpMaster] | None = None
+    """What capable-to-promise reads of the master data, with the model it was read for."""
 
-        An item with a BOM is made on the lines its routes name (`sales.capacity`; none named:
-        every line), at the running order's measured rate there, else the item's standard rate
-        on that line, else the line's; a line with a work order of the item queued makes it too.
-        Each line works its shift calendar. A BOM component that is no BOM parent is bought: its
-        stock in the component store, its open purchase orders at their confirmed (else needed)
-        date, then its planning lead time.
+    def _ctp_master_data(self, tx: Session, model: PlantModel) -> _CtpMaster:
+        """The master-data part of `_ctp_plant`, read once per plant model.
+
+        Routes, standard rates, BOMs with scrap, purchase lead times and calendars change only
+        when the plant file is loaded, which makes a new model; the model is cached the same
+        way (`_plant`). Kept calendars also keep the shift windows they have walked.
         """
-        measured: dict[tuple[str, str], Decimal] = {}
-        for r in running.values():
-            if str(r.rate.basis) == "measured" and r.rate.per_hour > 0:
-                measured[(r.order.item, r.order.line)] = r.rate.per_hour
+        cached = self._ctp_master
+        if cached is not None and cached[0] is model:
+            return cached[1]
         parents = sorted(model.boms)
         named = item_routes(tx)
         made_on: dict[tuple[str, str], Decimal | None] = {}
@@ -1902,6 +1912,47 @@ class PlantService:
                 )
             else:
                 made_on.update(((item, code), None) for code in model.lines)
+        routes = {
+            (item, line): ctp.Route(
+                item, line, None, standard or model.lines[line].standard_rate_per_hour
+            )
+            for (item, line), standard in sorted(made_on.items())
+        }
+        scrap = tx.bom_scrap()
+        bom = tuple(
+            PlanningBomLine(
+                parent, b.component, b.quantity, scrap.get((parent, b.component), Decimal(0))
+            )
+            for parent, lines in model.boms.items()
+            for b in lines
+        )
+        bought = sorted({b.component for b in bom} - set(parents))
+        planning = tx.item_planning()
+        lead_times = {
+            item: timedelta(days=planning[item][0]) if item in planning else None for item in bought
+        }
+        calendars = working_calendars(tx, model.lines)
+        master = _CtpMaster(frozenset(parents), routes, bom, lead_times, calendars)
+        self._ctp_master = (model, master)
+        return master
+
+    def _ctp_plant(
+        self, tx: Session, model: PlantModel, running: dict[str, _Running], kept: dict[str, Decimal]
+    ) -> ctp.Plant:
+        """The live plant as capable-to-promise reads it.
+
+        An item with a BOM is made on the lines its routes name (`sales.capacity`; none named:
+        every line), at the running order's measured rate there, else the item's standard rate
+        on that line, else the line's; a line with a work order of the item queued makes it too.
+        Each line works its shift calendar. A BOM component that is no BOM parent is bought: its
+        stock in the component store, its open purchase orders at their confirmed (else needed)
+        date, then its planning lead time.
+
+        Read per re-promise: stock (one query per store), the queue, open sales items and open
+        purchase orders; the master data once per model (`_ctp_master_data`).
+        """
+        master = self._ctp_master_data(tx, model)
+        routes = dict(master.routes)  # (item, line) -> route at the standard rate
         queued = sorted(
             (
                 wo
@@ -1911,42 +1962,30 @@ class PlantService:
             key=lambda wo: (wo.status is not WorkOrderStatus.RUNNING, wo.number),
         )
         queue = [ctp.QueuedWork(wo.number, wo.line, wo.item, wo.remaining) for wo in queued]
+        added = False
         for wo in queued:
-            made_on.setdefault((wo.item, wo.line), None)
-        routes = [
-            ctp.Route(
-                item,
-                line,
-                measured.get((item, line)),
-                standard or model.lines[line].standard_rate_per_hour,
-            )
-            for (item, line), standard in sorted(made_on.items())
-        ]
-        finished = model.places.finished
-        made = set(parents) | set(kept) | {line.item for line in tx.sales_lines(open_only=True)}
+            if (wo.item, wo.line) not in routes:
+                standard = model.lines[wo.line].standard_rate_per_hour
+                routes[(wo.item, wo.line)] = ctp.Route(wo.item, wo.line, None, standard)
+                added = True
+        for r in running.values():
+            key = (r.order.item, r.order.line)
+            route = routes.get(key)
+            if route is not None and str(r.rate.basis) == "measured" and r.rate.per_hour > 0:
+                routes[key] = ctp.Route(*key, r.rate.per_hour, route.standard_per_hour)
+        # Stock in one query per store, not one per item (a thousand round trips a posting).
+        finished = tx.on_hand_by_item(model.places.finished)
+        made = master.parents | set(kept) | tx.open_sales_items()
         stock = [
             ctp.FinishedStock(
-                item, max(tx.on_hand(item, finished), Decimal(0)), kept.get(item, Decimal(0))
+                item, max(finished.get(item, Decimal(0)), Decimal(0)), kept.get(item, Decimal(0))
             )
             for item in sorted(made)
         ]
-        scrap = tx.bom_scrap()
-        bom = [
-            PlanningBomLine(
-                parent, b.component, b.quantity, scrap.get((parent, b.component), Decimal(0))
-            )
-            for parent, lines in model.boms.items()
-            for b in lines
-        ]
-        bought = sorted({b.component for b in bom} - set(parents))
-        planning = tx.item_planning()
+        stored = tx.on_hand_by_item(model.places.components)
         components = [
-            ctp.ComponentSupply(
-                item,
-                max(tx.on_hand(item, model.places.components), Decimal(0)),
-                timedelta(days=planning[item][0]) if item in planning else None,
-            )
-            for item in bought
+            ctp.ComponentSupply(item, max(stored.get(item, Decimal(0)), Decimal(0)), lead_time)
+            for item, lead_time in master.lead_times.items()
         ]
         orders = [
             ctp.PurchaseOrder(
@@ -1957,10 +1996,10 @@ class PlantService:
             )
             for order in PurchasingStore(tx).orders(statuses=list(_CTP_PO_STATUSES))
             for po_line in order.lines
-            if po_line.item in bought and po_line.open_quantity > 0
+            if po_line.item in master.lead_times and po_line.open_quantity > 0
         ]
-        calendars = working_calendars(tx, model.lines)
-        return ctp.Plant(calendars, routes, queue, stock, bom, components, orders)
+        ordered = [routes[key] for key in sorted(routes)] if added else list(routes.values())
+        return ctp.Plant(master.calendars, ordered, queue, stock, master.bom, components, orders)
 
     def _capable(
         self,
@@ -2033,7 +2072,13 @@ class PlantService:
             if line.promised_at is None or at is None:
                 if line.promised_at == at:
                     return
-            elif abs(at - line.promised_at) <= self._promise_tolerance:
+            elif not promise_moved(
+                line.promised_at,
+                at,
+                changes.now,
+                self._promise_tolerance,
+                self._promise_relative,
+            ):
                 return
         reason = promise.reason
         steps = json.dumps([step.to_json() for step in promise.steps])
@@ -2230,3 +2275,14 @@ def _check_line_free(tx: Session, wo: WorkOrder) -> None:
     ]
     if others:
         raise Conflict(f"line {wo.line} is already running {', '.join(others)}")
+
+
+@dataclass(frozen=True, slots=True)
+class _CtpMaster:
+    """The master-data part of capable-to-promise's plant (`PlantService._ctp_master_data`)."""
+
+    parents: frozenset[str]  # items with a BOM
+    routes: dict[tuple[str, str], ctp.Route]  # by (item, line), sorted, at standard rates
+    bom: tuple[PlanningBomLine, ...]
+    lead_times: dict[str, timedelta | None]  # purchase lead time of every bought component
+    calendars: dict[str, ctp.WorkingCalendar]

@@ -46,11 +46,12 @@ a route with no positive rate, an unknown item or line, a calendar with no worki
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 
 from taktline_cloud.errors import Invalid
 from taktline_cloud.inventory.quantities import display
@@ -66,6 +67,10 @@ from taktline_cloud.sales.promise import ceil_minute
 ZERO = Decimal(0)
 _HORIZON_DAYS = 3 * 366  # a calendar walk that finds no time this far out has none at all
 _DAY = timedelta(days=1)
+# How far a round-the-clock walk is sure to stay inside the horizon: its windows run from the
+# day before the start's local day for `_HORIZON_DAYS` days; beyond, walk it (and find the end).
+_CONTINUOUS_REACH = timedelta(days=_HORIZON_DAYS - 2)
+_NO_TIME = timedelta(0)
 
 
 class CtpKind(StrEnum):
@@ -101,11 +106,25 @@ class Shift:
 @dataclass(frozen=True, slots=True)
 class WorkingCalendar:
     """Shifts per weekday (Monday = 0), holidays (local dates) and the time zone the shifts are
-    read in; see the module docstring."""
+    read in; see the module docstring.
+
+    Walking it is the inner loop of capable-to-promise (every route of every made item tries
+    its line), so each local day's windows are worked out once per calendar and kept, and a
+    round-the-clock calendar - every day one shift from a time of day to the same time the
+    next day, no holidays, a fixed UTC offset - is walked in O(1): its windows join up, so
+    working time is plain elapsed time (as far as the walk's horizon).
+    """
 
     week: tuple[tuple[Shift, ...], ...]
     holidays: frozenset[date] = frozenset()
     zone: tzinfo = UTC
+    # Derived in __post_init__ (not part of the value): shifts in start order per weekday,
+    # whether the fast path applies, and the windows of the local days walked so far.
+    _ordered: tuple[tuple[Shift, ...], ...] = field(init=False, repr=False, compare=False)
+    _continuous: bool = field(init=False, repr=False, compare=False)
+    _days: dict[date, tuple[tuple[datetime, datetime], ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if len(self.week) != 7:
@@ -116,6 +135,18 @@ class WorkingCalendar:
             for shift in shifts:
                 if shift.start.tzinfo is not None or shift.end.tzinfo is not None:
                     raise Invalid("shift times are plain times of day (the calendar has the zone)")
+        ordered = tuple(tuple(sorted(shifts, key=lambda s: s.start)) for shifts in self.week)
+        # Round the clock: every weekday only shifts from t to t the next day, one t for all.
+        starts = {shift.start for shifts in self.week for shift in shifts}
+        continuous = (
+            not self.holidays
+            and isinstance(self.zone, timezone)  # a fixed offset (UTC is one): no clock changes
+            and all(self.week)
+            and len(starts) == 1
+            and all(shift.end == shift.start for shifts in self.week for shift in shifts)
+        )
+        object.__setattr__(self, "_ordered", ordered)
+        object.__setattr__(self, "_continuous", continuous)
 
     @classmethod
     def weekly(
@@ -137,40 +168,66 @@ class WorkingCalendar:
         """Round the clock, every day."""
         return cls.weekly({day: [(time(0), time(0))] for day in range(7)})
 
-    def windows(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working windows (UTC) ending after `start`, in order of their start, clipped to it."""
-        zone = self.zone
-        cursor = start.astimezone(UTC)
-        day = cursor.astimezone(zone).date() - _DAY  # yesterday's night shift may still run
-        for _ in range(_HORIZON_DAYS):
+    def _day(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
+        """The windows (UTC) of the shifts starting on local `day`, in start order; none on a
+        holiday, and none of a shift lost to a clock change (its end not after its start)."""
+        found = self._days.get(day)
+        if found is None:
+            spans = []
             if day not in self.holidays:
-                shifts = sorted(self.week[day.weekday()], key=lambda s: s.start)
-                for shift in shifts:
+                zone = self.zone
+                for shift in self._ordered[day.weekday()]:
                     begin = datetime.combine(day, shift.start, zone).astimezone(UTC)
                     ends = day + _DAY if shift.end <= shift.start else day
                     end = datetime.combine(ends, shift.end, zone).astimezone(UTC)
-                    if end > cursor and end > begin:  # (a shift lost to a clock change)
-                        yield max(begin, cursor), end
-                        cursor = end
+                    if end > begin:
+                        spans.append((begin, end))
+            found = self._days[day] = tuple(spans)
+        return found
+
+    def windows(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working windows (UTC) ending after `start`, in order of their start, clipped to it."""
+        cursor = start.astimezone(UTC)
+        day = cursor.astimezone(self.zone).date() - _DAY  # yesterday's night shift may still run
+        for _ in range(_HORIZON_DAYS):
+            for begin, end in self._day(day):
+                if end > cursor:
+                    yield max(begin, cursor), end
+                    cursor = end
             day += _DAY
         raise Invalid(f"the working calendar has no working time within {_HORIZON_DAYS} days")
 
     def opens(self, at: datetime) -> datetime:
         """The first working instant at or after `at`."""
+        if self._continuous:
+            return at.astimezone(UTC)
         begin, _ = next(self.windows(at))
         return begin
 
     def advance(self, start: datetime, work: timedelta) -> datetime:
         """The instant `work` of working time after `start` is done."""
-        if work <= timedelta(0):
+        if work <= _NO_TIME:
             return start
+        if self._continuous and work <= _CONTINUOUS_REACH:
+            return start.astimezone(UTC) + work
+        return self._walk(start, work)
+
+    def _walk(self, start: datetime, work: timedelta) -> datetime:
+        """`advance` window by window (what the round-the-clock path must equal)."""
         left = work
-        for begin, end in self.windows(start):
-            span = end - begin
-            if left <= span:
-                return begin + left
-            left -= span
-        raise AssertionError("windows() raises when it runs out")  # pragma: no cover
+        cursor = start.astimezone(UTC)
+        day = cursor.astimezone(self.zone).date() - _DAY  # as `windows`, without the generator
+        for _ in range(_HORIZON_DAYS):
+            for opens, end in self._day(day):
+                if end > cursor:
+                    begin = max(opens, cursor)
+                    span = end - begin
+                    if left <= span:
+                        return begin + left
+                    left -= span
+                    cursor = end
+            day += _DAY
+        raise Invalid(f"the working calendar has no working time within {_HORIZON_DAYS} days")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +262,7 @@ class Route:
     line: str
     measured_per_hour: Decimal | None
     standard_per_hour: Decimal | None = None
+    _rate: tuple[Decimal, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         measured = self.measured_per_hour is not None and self.measured_per_hour > 0
@@ -214,14 +272,18 @@ class Route:
                 f"{self.item} on {self.line}: rate {self.measured_per_hour} is not > 0"
                 " and there is no standard rate"
             )
+        if measured:
+            assert self.measured_per_hour is not None
+            rate = (self.measured_per_hour, "measured")
+        else:
+            assert self.standard_per_hour is not None
+            rate = (self.standard_per_hour, "standard")
+        object.__setattr__(self, "_rate", rate)  # worked out once: routes are read per line
 
     @property
     def rate(self) -> tuple[Decimal, str]:
         """(parts per hour, "measured" or "standard")."""
-        if self.measured_per_hour is not None and self.measured_per_hour > 0:
-            return self.measured_per_hour, "measured"
-        assert self.standard_per_hour is not None  # checked in __post_init__
-        return self.standard_per_hour, "standard"
+        return self._rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,16 +328,47 @@ class Plant:
     purchase_orders: Sequence[PurchaseOrder] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Step:
     """One machine-readable link of a reason chain, with its sentence ("" when another step's
-    sentence already tells it, as the queue ahead is told in the production step)."""
+    sentence already tells it, as the queue ahead is told in the production step).
+
+    The sentence may be given as a function that writes it: it is written when first read
+    (`text`), as most promises are worked out on every re-promise and only the changed ones
+    are told. Steps are equal when their fields and sentences are.
+    """
 
     kind: StepKind
     reference: str
     at: datetime | None
     quantity: Decimal
-    text: str
+    sentence: str | Callable[[], str]
+
+    @property
+    def text(self) -> str:
+        """The sentence."""
+        sentence = self.sentence
+        if not isinstance(sentence, str):
+            sentence = sentence()
+            object.__setattr__(self, "sentence", sentence)  # written once
+        return sentence
+
+    def _key(self) -> tuple[StepKind, str, datetime | None, Decimal, str]:
+        return (self.kind, self.reference, self.at, self.quantity, self.text)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Step):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Step(kind={self.kind!r}, reference={self.reference!r}, at={self.at!r},"
+            f" quantity={self.quantity!r}, text={self.text!r})"
+        )
 
     def to_json(self) -> dict[str, str | None]:
         """The step as JSON values."""
@@ -353,6 +446,33 @@ class _Line:
     after: str | None = None  # what the line finishes last before it is free
 
 
+_Factors = dict[str, tuple[tuple[str, Decimal], ...]]
+_last_exploded: list[tuple[tuple[BomLine, ...], _Factors] | None] = [None]
+
+
+def _exploded(bom: Sequence[BomLine]) -> _Factors:
+    """Each parent's components with their factors; a BOM cycle is refused.
+
+    The service promises against the same BOM (one tuple, read once per plant model) on every
+    re-promise: the last tuple's explosion is kept (a tuple of frozen lines cannot change).
+    """
+    last = _last_exploded[0]  # (read once: another thread may replace it)
+    if last is not None and last[0] is bom:
+        return last[1]
+    try:
+        factors = explosion_factors(bom)
+        named = {c for components in factors.values() for c, _ in components}
+        low_level_codes(named | factors.keys(), factors)  # refuses a cycle
+    except PlanningError as error:
+        raise Invalid(str(error)) from error
+    if isinstance(bom, tuple):
+        _last_exploded[0] = (bom, factors)
+    return factors
+
+
+_Way = tuple[_Line, str, tuple[Decimal, str], Callable[[datetime, timedelta], datetime]]
+
+
 class _Context:
     """The plant indexed for one order, with what earlier lines of the order took."""
 
@@ -370,12 +490,7 @@ class _Context:
             self.rates[(route.item, route.line)] = route.rate
         for routes in self.routes.values():
             routes.sort(key=lambda r: r.line)
-        try:
-            self.factors = explosion_factors(plant.bom)
-            named = {c for components in self.factors.values() for c, _ in components}
-            low_level_codes(named | self.factors.keys(), self.factors)  # refuses a cycle
-        except PlanningError as error:
-            raise Invalid(str(error)) from error
+        self.factors = _exploded(plant.bom)
         orders: dict[str, list[PurchaseOrder]] = {}
         for po in plant.purchase_orders:
             _aware(po.confirmed_at, f"confirmed date of {po.number}")
@@ -390,8 +505,20 @@ class _Context:
         self.lines = {
             name: _Line(calendar, now) for name, calendar in sorted(plant.calendars.items())
         }
+        # Per item, its routes in line order as (line state, line, (rate, basis), the line's
+        # calendar's advance).
+        advances = {name: line.calendar.advance for name, line in self.lines.items()}
+        self.ways: dict[str, list[_Way]] = {
+            item: [(self.lines[r.line], r.line, r.rate, advances[r.line]) for r in routes]
+            for item, routes in self.routes.items()
+        }
         for work in plant.queue:
             self._queue(work)
+        # Undo logs since `save`: (item, old or None: no entry), (component, old taken),
+        # (line, old free_at, old after).
+        self._stock_undo: list[tuple[str, Decimal | None]] = []
+        self._taken_undo: list[tuple[_Component, Decimal]] = []
+        self._line_undo: list[tuple[_Line, datetime, str | None]] = []
 
     def _queue(self, work: QueuedWork) -> None:
         line = self.lines.get(work.line)
@@ -410,25 +537,49 @@ class _Context:
     def known(self, item: str) -> bool:
         return item in self.stock or item in self.routes
 
-    def save(self) -> _Saved:
-        """What an order line may change, to put back if it cannot be promised."""
-        return (
-            dict(self.stock),
-            {name: c.taken for name, c in self.components.items()},
-            {name: (line.free_at, line.after) for name, line in self.lines.items()},
-        )
+    def save(self) -> None:
+        """Start the undo log of an order line: what it changes from here can be put back.
 
-    def restore(self, saved: _Saved) -> None:
-        stock, taken, lines = saved
-        self.stock = stock
-        for name, component in self.components.items():
-            component.taken = taken[name]
-        for name, (free_at, after) in lines.items():
-            self.lines[name].free_at = free_at
-            self.lines[name].after = after
+        An undo log, not a snapshot: a line touches a few entries of stock, component and
+        line state, and copying all of them (hundreds of items) per line was the cost.
+        """
+        self._stock_undo.clear()
+        self._taken_undo.clear()
+        self._line_undo.clear()
 
+    def restore(self) -> None:
+        """Put back everything changed since `save` (a line that cannot be promised).
 
-_Saved = tuple[dict[str, Decimal], dict[str, Decimal], dict[str, tuple[datetime, str | None]]]
+        Each log is undone newest first; the three touch different state, so their order
+        among each other does not matter."""
+        stock = self.stock
+        for item, old in reversed(self._stock_undo):
+            if old is None:
+                del stock[item]  # it had no entry before
+            else:
+                stock[item] = old
+        for component, taken in reversed(self._taken_undo):
+            component.taken = taken
+        for line, free_at, after in reversed(self._line_undo):
+            line.free_at = free_at
+            line.after = after
+        self.save()
+
+    def set_stock(self, item: str, left: Decimal) -> None:
+        """What is left of `item`'s available stock (logged for `restore`)."""
+        self._stock_undo.append((item, self.stock.get(item)))
+        self.stock[item] = left
+
+    def take(self, component: _Component, upto: Decimal) -> None:
+        """How much of `component` is taken in all (logged for `restore`)."""
+        self._taken_undo.append((component, component.taken))
+        component.taken = upto
+
+    def occupy(self, line: _Line, free_at: datetime, after: str) -> None:
+        """The line is busy until `free_at` with `after` (logged for `restore`)."""
+        self._line_undo.append((line, line.free_at, line.after))
+        line.free_at = free_at
+        line.after = after
 
 
 def _components(
@@ -459,15 +610,14 @@ def _components(
             continue
         upto = component.taken + need
         short = min(need, upto - component.on_hand)  # what of this need on hand misses
-        component.taken = upto
+        context.take(component, upto)
         if short <= 0:
             continue  # on hand covers it: not a limit, not in the reason
         index = bisect.bisect_left(component.cumulative, upto)
         if index < len(component.arrivals):
             po = component.arrivals[index]
             at = max(po.confirmed_at, now)
-            text = f"{prefix}component {name} short by {display(short)} until {po.number}"
-            text += f" confirmed {when(po.confirmed_at)}"
+            text = partial(_short_until, prefix, name, short, po)
             steps.append(Step(StepKind.COMPONENT, po.number, at, short, text))
         elif component.lead_time is not None:
             at = now + component.lead_time
@@ -481,25 +631,89 @@ def _components(
                 before = cumulative[-2] if len(cumulative) > 1 else component.on_hand
                 from_po = supplied - max(upto - need, before)
                 po_at = max(po.confirmed_at, now)
-                text = f"{prefix}component {name}: {display(from_po)} from {po.number}"
-                text += f" confirmed {when(po.confirmed_at)}"
+                text = partial(_from_order, prefix, name, from_po, po)
                 steps.append(Step(StepKind.COMPONENT, po.number, po_at, from_po, text))
                 at = max(at, po_at)
-            text = (
-                f"{prefix}component {name} short by {display(short)}: {display(to_buy)} to buy,"
-                f" {_span(component.lead_time)} lead time → {when(now + component.lead_time)}"
-            )
-            steps.append(Step(StepKind.PURCHASE, name, now + component.lead_time, to_buy, text))
+            arrives = now + component.lead_time
+            lead = component.lead_time
+            text = partial(_to_buy, prefix, name, short, to_buy, lead=lead, arrives=arrives)
+            steps.append(Step(StepKind.PURCHASE, name, arrives, to_buy, text))
             bought = True
         else:
-            text = (
-                f"{prefix}component {name} short by {display(short)}: no open supply, no lead time"
-            )
+            text = partial(_no_supply, prefix, name, short)
             steps.append(Step(StepKind.SHORT, name, None, short, text))
             ready = None
             continue
         ready = None if ready is None else max(ready, at)
     return ready, bought
+
+
+# The reason sentences, written only when read (see `Step`).
+
+
+def _short_until(prefix: str, name: str, short: Decimal, po: PurchaseOrder) -> str:
+    return (
+        f"{prefix}component {name} short by {display(short)} until {po.number}"
+        f" confirmed {when(po.confirmed_at)}"
+    )
+
+
+def _from_order(prefix: str, name: str, from_po: Decimal, po: PurchaseOrder) -> str:
+    return (
+        f"{prefix}component {name}: {display(from_po)} from {po.number}"
+        f" confirmed {when(po.confirmed_at)}"
+    )
+
+
+def _to_buy(
+    prefix: str, name: str, short: Decimal, to_buy: Decimal, *, lead: timedelta, arrives: datetime
+) -> str:
+    return (
+        f"{prefix}component {name} short by {display(short)}: {display(to_buy)} to buy,"
+        f" {_span(lead)} lead time → {when(arrives)}"
+    )
+
+
+def _no_supply(prefix: str, name: str, short: Decimal) -> str:
+    return f"{prefix}component {name} short by {display(short)}: no open supply, no lead time"
+
+
+def _from_stock(prefix: str, quantity: Decimal) -> str:
+    return f"{prefix}{display(quantity)} from stock"
+
+
+def _no_line(prefix: str, quantity: Decimal, item: str) -> str:
+    return f"{prefix}{display(quantity)} short: no stock left and no line makes {item}"
+
+
+def _made(
+    prefix: str,
+    quantity: Decimal,
+    line: str,
+    *,
+    queue: tuple[str, datetime] | None,
+    rate: tuple[Decimal, str],
+    run: tuple[datetime, datetime],
+    closed: bool,
+    off: timedelta | None,
+) -> str:
+    """The production sentence: the queue ahead, rate, run and what the calendar did to it."""
+    per_hour, basis = rate
+    start, finish = run
+    made = f"{prefix}{display(quantity)} made on {line}"
+    if queue is not None:
+        after, done = queue
+        made += f" after {after} (done {when(done)})"
+    made += f" at {display(per_hour.quantize(Decimal(1)))}/h {basis}"
+    made += f", {when(start)} to {when(finish)}"
+    waits = []
+    if closed:
+        waits.append(f"closed until {when(start)}")
+    if off is not None:
+        waits.append(f"{_span(off)} off shift during the run")
+    if waits:
+        made += f" (shift calendar: {', '.join(waits)})"
+    return made
 
 
 def _span(lead: timedelta) -> str:
@@ -518,63 +732,70 @@ def _take_or_make(
     available = context.stock.get(item, ZERO)
     from_stock = min(available, quantity)
     to_make = quantity - from_stock
-    context.stock[item] = available - from_stock
+    context.set_stock(item, available - from_stock)
     if from_stock > 0:
-        text = f"{prefix}{display(from_stock)} from stock"
+        text = partial(_from_stock, prefix, from_stock)
         steps.append(Step(StepKind.STOCK, item, now, from_stock, text))
     if to_make <= 0:
         return now, False
-    routes = context.routes.get(item, [])
-    if not routes:
-        text = f"{prefix}{display(to_make)} short: no stock left and no line makes {item}"
+    ways = context.ways.get(item)
+    if not ways:
+        text = partial(_no_line, prefix, to_make, item)
         steps.append(Step(StepKind.SHORT, item, None, to_make, text))
         return None, False
     ready, bought = _components(context, item, to_make, label, steps, prefix=prefix)
     if ready is None:
         return None, bought
-    best: tuple[datetime, Route] | None = None
-    for route in routes:
-        state = context.lines[route.line]
-        start = max(state.free_at, ready)
-        finish = state.calendar.advance(start, time_to_make(to_make, route.rate[0]))
+    # The line finishing first (the first in line order of those finishing together).
+    best: tuple[datetime, _Way, timedelta] | None = None
+    runs: dict[Decimal, timedelta] = {}  # run time by rate (lines often share a rate)
+    for way in ways:
+        state, _, rate, advance = way
+        run = runs.get(rate[0])
+        if run is None:
+            run = runs[rate[0]] = time_to_make(to_make, rate[0])
+        free_at = state.free_at
+        finish = advance(ready if ready > free_at else free_at, run)  # max(free_at, ready)
         if best is None or finish < best[0]:
-            best = (finish, route)
-    assert best is not None  # routes is not empty
-    finish, route = best
-    state = context.lines[route.line]
-    per_hour, basis = route.rate
-    made = f"{prefix}{display(to_make)} made on {route.line}"
+            best = (finish, way, run)
+    assert best is not None  # ways is not empty
+    finish, (state, line, rate, _), run = best
+    queue = None
     if state.after is not None and state.free_at > now:
-        made += f" after {state.after} (done {when(state.free_at)})"
+        queue = (state.after, state.free_at)
         # Told inside the production sentence; the step keeps it machine-readable.
         steps.append(Step(StepKind.QUEUE, state.after, state.free_at, ZERO, ""))
     begin = max(state.free_at, ready)
     start = state.calendar.opens(begin)
-    made += f" at {display(per_hour.quantize(Decimal(1)))}/h {basis}"
-    made += f", {when(start)} to {when(finish)}"
-    off = finish - start - time_to_make(to_make, per_hour)
-    waits = []
-    if start > begin:
-        waits.append(f"closed until {when(start)}")
-    if off > timedelta(minutes=1):  # (sub-minute rounding of the run is no wait)
-        waits.append(f"{_span(off)} off shift during the run")
-    if waits:
-        made += f" (shift calendar: {', '.join(waits)})"
+    spent = finish - start - run
+    off = spent if spent > timedelta(minutes=1) else None  # (sub-minute rounding: no wait)
+    closed = start > begin
+    if closed or off is not None:
         # Told inside the production sentence; the step keeps it machine-readable.
-        steps.append(Step(StepKind.CALENDAR, route.line, start, ZERO, ""))
-    steps.append(Step(StepKind.PRODUCTION, route.line, ceil_minute(finish), to_make, made))
-    state.free_at = finish
-    state.after = f"{prefix[:-2]} for {label}" if prefix else label
+        steps.append(Step(StepKind.CALENDAR, line, start, ZERO, ""))
+    made = partial(
+        _made,
+        prefix,
+        to_make,
+        line,
+        queue=queue,
+        rate=rate,
+        run=(start, finish),
+        closed=closed,
+        off=off,
+    )
+    steps.append(Step(StepKind.PRODUCTION, line, ceil_minute(finish), to_make, made))
+    context.occupy(state, finish, f"{prefix[:-2]} for {label}" if prefix else label)
     return finish, bought
 
 
 def _promise_line(context: _Context, order: str, line: OrderLine) -> CtpPromise:
     steps: list[Step] = []
     label = f"{order} line {line.line}"
-    saved = context.save()
+    context.save()
     finish, bought = _take_or_make(context, line.item, line.quantity, label, steps, prefix="")
     if finish is None:
-        context.restore(saved)  # a line that cannot be promised takes nothing
+        context.restore()  # a line that cannot be promised takes nothing
         kind = CtpKind.SHORT
         promised = None
     else:

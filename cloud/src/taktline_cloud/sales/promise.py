@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 
 from taktline_cloud.inventory.quantities import display
 from taktline_cloud.production.rate import time_to_make
@@ -170,17 +171,43 @@ def _shortfall(
     return reason
 
 
+def promise_moved(
+    previous_at: datetime,
+    current_at: datetime,
+    now: datetime | None,
+    tolerance: timedelta,
+    relative: Fraction = Fraction(0),
+) -> bool:
+    """True when a projected promise moved from `previous_at` to `current_at` by more than
+    `tolerance`, or by more than the `relative` share of how far ahead of `now` it was.
+
+    A measured rate jitters with every count, and a promise days ahead moves with it by
+    minutes: to a customer that is the same promise, and re-giving it on every count would
+    fill its history with noise. So a promise 5 days out with `relative` 1/100 stands until it
+    moves by more than 72 minutes; one due within the hour still moves by the minute.
+    """
+    allowed = tolerance
+    if now is not None and relative > 0 and previous_at > now:
+        share = (previous_at - now) * relative.numerator / relative.denominator
+        allowed = max(allowed, share)
+    return abs(current_at - previous_at) > allowed
+
+
 def promise_changed(
     previous_at: datetime | None,
     previous_kind: str | None,
     current: Promise,
     tolerance: timedelta = timedelta(0),
+    *,
+    now: datetime | None = None,
+    relative: Fraction = Fraction(0),
 ) -> bool:
     """True when `current` is a new promise rather than the one already given.
 
     A promise from stock keeps the instant it was first made (it stays "available now"). A
-    projected promise that moved by no more than `tolerance` stands: a measured rate jittering
-    across a minute boundary must not re-time a customer's promise back and forth.
+    projected promise that moved by no more than `tolerance` (or the `relative` share of its
+    distance from `now`, see `promise_moved`) stands: a measured rate jittering across a
+    minute boundary must not re-time a customer's promise back and forth.
     """
     if previous_kind != current.kind:
         return True
@@ -188,4 +215,4 @@ def promise_changed(
         return False
     if previous_at is None or current.promised_at is None:
         return previous_at != current.promised_at
-    return abs(current.promised_at - previous_at) > tolerance
+    return promise_moved(previous_at, current.promised_at, now, tolerance, relative)

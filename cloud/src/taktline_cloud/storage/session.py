@@ -165,6 +165,11 @@ _WO_COLUMNS = (
     " good, scrap"
 )
 
+_MRP_RESULT_TABLES = ("mrp_planned_orders", "mrp_pegs", "mrp_exceptions", "mrp_demand_sources")
+"""The tables of the latest MRP result, each with a row's `item` column."""
+_MRP_ITEMS_PER_DELETE = 500
+"""Items per `DELETE ... WHERE item IN (...)` (well under SQLite's bound-parameter limit)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SalesLine:
@@ -380,24 +385,20 @@ class Session:
         self, machine: str, metric: str, start: datetime, end: datetime | None
     ) -> list[CounterPoint]:
         """The last numeric reading at or before `start`, then every one in (start, end]."""
-        baseline = self._x.query(
-            "SELECT ts, value_num FROM samples WHERE machine = ? AND metric = ? AND ts <= ?"
-            " AND value_num IS NOT NULL ORDER BY ts DESC LIMIT 1",
-            (machine, metric, start),
+        # One round trip (it runs for every running order on every posting): the baseline's
+        # ts <= start < every later one's, so ordering the union by ts keeps it first.
+        statement = (
+            "SELECT ts, value_num FROM (SELECT ts, value_num FROM samples WHERE machine = ?"
+            " AND metric = ? AND ts <= ? AND value_num IS NOT NULL ORDER BY ts DESC LIMIT 1)"
+            " AS baseline UNION ALL SELECT ts, value_num FROM samples WHERE machine = ?"
+            " AND metric = ? AND ts > ? AND value_num IS NOT NULL"
         )
-        if end is None:
-            rest = self._x.query(
-                "SELECT ts, value_num FROM samples WHERE machine = ? AND metric = ? AND ts > ?"
-                " AND value_num IS NOT NULL ORDER BY ts",
-                (machine, metric, start),
-            )
-        else:
-            rest = self._x.query(
-                "SELECT ts, value_num FROM samples WHERE machine = ? AND metric = ? AND ts > ?"
-                " AND ts <= ? AND value_num IS NOT NULL ORDER BY ts",
-                (machine, metric, start, end),
-            )
-        return [(to_datetime(ts), to_decimal(value)) for ts, value in (*baseline, *rest)]
+        params: list[object] = [machine, metric, start, machine, metric, start]
+        if end is not None:
+            statement += " AND ts <= ?"
+            params.append(end)
+        rows = self._x.query(statement + " ORDER BY ts", params)
+        return [(to_datetime(ts), to_decimal(value)) for ts, value in rows]
 
     def samples(self, machine: str, metric: str) -> list[Sample]:
         """Every stored sample of one metric, by time (for inspection and tests)."""
@@ -1046,6 +1047,24 @@ class Session:
         )
         return to_decimal(rows[0][0]) if rows else Decimal(0)
 
+    def on_hand_by_item(self, location: str) -> dict[str, Decimal]:
+        """On-hand of every item with a balance at one location (an item without one: none)."""
+        return {
+            r[0]: to_decimal(r[1])
+            for r in self._x.query(
+                "SELECT item, on_hand FROM stock_balances WHERE location = ?", (location,)
+            )
+        }
+
+    def open_sales_items(self) -> set[str]:
+        """The items of the open sales order lines."""
+        return {
+            r[0]
+            for r in self._x.query(
+                "SELECT DISTINCT item FROM sales_order_lines WHERE is_open = ?", (True,)
+            )
+        }
+
     def ledger(self, item: str | None = None, limit: int | None = 200) -> list[LedgerRow]:
         """Ledger entries, newest first (of one item, or all)."""
         statement = (
@@ -1406,6 +1425,42 @@ class Session:
         items_planned, planned_orders, pegs, exceptions, beyond_horizon); the row sequences
         follow the columns of their tables after `run`.
         """
+        run_id = self._insert_mrp_run(run, keep_runs)
+        for table in _MRP_RESULT_TABLES:
+            self._x.execute(f"DELETE FROM {table}")
+        self._insert_mrp_rows(run_id, planned_orders, pegs, exceptions, sources)
+        return run_id
+
+    def replace_mrp_items(
+        self,
+        run: Sequence[object],
+        planned_orders: Sequence[Sequence[object]],
+        pegs: Sequence[Sequence[object]],
+        exceptions: Sequence[Sequence[object]],
+        sources: Sequence[Sequence[object]],
+        *,
+        items: Sequence[str],
+        traced_items: Sequence[str],
+        keep_runs: int = 1000,
+    ) -> int:
+        """Store a net-change run as a change of the stored result; the run's id.
+
+        The planned orders, pegs and messages of `items` and the demand sources of
+        `traced_items` are replaced by the rows given (which must be of those items only);
+        every other item's rows stay as the earlier runs wrote them (their `run` column names
+        the run that last wrote them). `run` and `keep_runs` as in `replace_mrp_result`.
+        """
+        run_id = self._insert_mrp_run(run, keep_runs)
+        for table in _MRP_RESULT_TABLES:
+            chosen = traced_items if table == "mrp_demand_sources" else items
+            for start in range(0, len(chosen), _MRP_ITEMS_PER_DELETE):
+                chunk = chosen[start : start + _MRP_ITEMS_PER_DELETE]
+                marks = ", ".join("?" for _ in chunk)
+                self._x.execute(f"DELETE FROM {table} WHERE item IN ({marks})", chunk)
+        self._insert_mrp_rows(run_id, planned_orders, pegs, exceptions, sources)
+        return run_id
+
+    def _insert_mrp_run(self, run: Sequence[object], keep_runs: int) -> int:
         inserted = self._x.query(
             "INSERT INTO mrp_runs (kind, started_at, finished_at, plan_start, bucket_days,"
             " bucket_count, items, items_planned, planned_orders, pegs, exceptions,"
@@ -1415,8 +1470,16 @@ class Session:
         run_id = int(inserted[0][0])
         # Net change runs after every posting: keep the summaries of the latest runs only.
         self._x.execute("DELETE FROM mrp_runs WHERE id <= ?", (run_id - keep_runs,))
-        for table in ("mrp_planned_orders", "mrp_pegs", "mrp_exceptions", "mrp_demand_sources"):
-            self._x.execute(f"DELETE FROM {table}")
+        return run_id
+
+    def _insert_mrp_rows(
+        self,
+        run_id: int,
+        planned_orders: Sequence[Sequence[object]],
+        pegs: Sequence[Sequence[object]],
+        exceptions: Sequence[Sequence[object]],
+        sources: Sequence[Sequence[object]],
+    ) -> None:
         for table, columns, rows in (
             (
                 "mrp_planned_orders",
@@ -1442,7 +1505,6 @@ class Session:
                     f"INSERT INTO {table} (run, {columns}) VALUES ({marks})",
                     [(run_id, *row) for row in rows],
                 )
-        return run_id
 
     def mrp_run(self, run_id: int | None = None) -> tuple[Any, ...] | None:
         """The columns of `mrp_runs` of one run (None: the latest), or None."""
