@@ -11,6 +11,7 @@ import { OrdersView } from "./views/orders";
 import { StockView } from "./views/stock";
 import { TrendView } from "./views/trend";
 import { isSupervisorRoute, mountSupervisor, SUPERVISOR_ROUTE } from "./views/supervisor";
+import { isSupplierRoute, mountSupplier, SUPPLIER_ROUTE } from "./views/supplier";
 import { WorkOrdersView } from "./views/workorders";
 
 const DASHBOARD_URL = "/api/dashboard";
@@ -107,7 +108,8 @@ function main(): void {
     .finally(() => live.start());
 }
 
-/** The big screen at / (as it always was), the supervisor page at #/supervisor. */
+/** The big screen at / (as it always was), the supervisor page at #/supervisor, the supplier
+ * portal at #/supplier. */
 function route(): void {
   // Each page builds once; switching pages reloads, so no page has to tear the other down.
   window.addEventListener("hashchange", () => window.location.reload());
@@ -115,7 +117,19 @@ function route(): void {
   byId("page-nav").append(
     el("a", "", { href: "#/", "data-testid": "nav-board" }, ["大屏 Board"]),
     el("a", "", { href: SUPERVISOR_ROUTE, "data-testid": "nav-supervisor" }, ["主管 Supervisor"]),
+    el("a", "", { href: SUPPLIER_ROUTE, "data-testid": "nav-supplier" }, ["供应商 Supplier"]),
   );
+  if (isSupplierRoute(window.location.hash)) {
+    // The supplier portal: the supervisor page's frame, its own content.
+    document.body.classList.add("supervisor-page");
+    const root = document.createElement("main");
+    root.className = "supervisor supplier";
+    root.dataset.testid = "supplier";
+    byId("board").replaceWith(root);
+    byId("plant-name").textContent = "供应商 Supplier";
+    mountSupplier(root);
+    return;
+  }
   if (!isSupervisorRoute(window.location.hash)) {
     main();
     return;
