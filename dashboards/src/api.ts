@@ -33,8 +33,13 @@ export function detailOf(body: unknown): string {
   return JSON.stringify(detail);
 }
 
-async function call<T>(method: "GET" | "POST" | "PATCH", path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json" };
+async function call<T>(
+  method: "GET" | "POST" | "PATCH",
+  path: string,
+  body?: unknown,
+  caller: Record<string, string> = {},
+): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json", ...caller };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
@@ -67,61 +72,18 @@ export function describe(error: unknown): string {
 }
 
 /** POST a JSON body as a named user (`X-Taktline-User`, a stand-in for real authentication). */
-export async function postJsonAs<T>(path: string, body: unknown, user: string): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json", "X-Taktline-User": user };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method: "POST",
-    headers,
-    body: body === undefined ? null : JSON.stringify(body),
-    signal: AbortSignal.timeout(TIMEOUT_MS),
-  });
-  const text = await response.text();
-  let answer: unknown = null;
-  try {
-    answer = text === "" ? null : JSON.parse(text);
-  } catch {
-    answer = null;
-  }
-  if (!response.ok) throw new ApiError("POST", path, response.status, detailOf(answer) || text);
-  return answer as T;
-}
+export const postJsonAs = <T>(path: string, body: unknown, user: string): Promise<T> =>
+  call<T>("POST", path, body, { "X-Taktline-User": user });
 
 // --- the supplier portal (#/supplier) ------------------------------------------------------------
 
 /** The header that makes a request a supplier's (a STAND-IN for real authentication). */
 export const SUPPLIER_HEADER = "X-Taktline-Supplier";
 
-/** A request as supplier `supplier`: the cloud shows it only its own, sent orders. */
-async function callAsSupplier<T>(
-  method: "GET" | "POST",
-  path: string,
-  supplier: string,
-  body?: unknown,
-): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json", [SUPPLIER_HEADER]: supplier };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? null : JSON.stringify(body),
-    signal: AbortSignal.timeout(TIMEOUT_MS),
-  });
-  const text = await response.text();
-  let answer: unknown = null;
-  try {
-    answer = text === "" ? null : JSON.parse(text);
-  } catch {
-    answer = null;
-  }
-  if (!response.ok) throw new ApiError(method, path, response.status, detailOf(answer) || text);
-  return answer as T;
-}
-
 /** GET as a supplier (`X-Taktline-Supplier`). */
 export const getJsonAsSupplier = <T>(path: string, supplier: string): Promise<T> =>
-  callAsSupplier<T>("GET", path, supplier);
+  call<T>("GET", path, undefined, { [SUPPLIER_HEADER]: supplier });
 
 /** POST a JSON body as a supplier (`X-Taktline-Supplier`). */
 export const postJsonAsSupplier = <T>(path: string, body: unknown, supplier: string): Promise<T> =>
-  callAsSupplier<T>("POST", path, supplier, body);
+  call<T>("POST", path, body, { [SUPPLIER_HEADER]: supplier });

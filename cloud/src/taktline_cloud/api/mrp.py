@@ -20,6 +20,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
 from taktline_cloud.api.deps import Context, Service
+from taktline_cloud.api.schemas import ItemFilter
 from taktline_cloud.errors import CloudError
 from taktline_cloud.events import Event
 from taktline_cloud.live.gateway import ServiceGateway
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/mrp", tags=["mrp"])
 
 _NO_RUN: dict[int | str, dict[str, Any]] = {404: {"description": "No MRP run yet, or no item"}}
-ItemFilter = Annotated[str | None, Query(min_length=1, description="only this item")]
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()

@@ -5,9 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ItemFilter = Annotated[str | None, Query(min_length=1, description="only this item")]
+LocationFilter = Annotated[
+    str | None, Query(min_length=1, description="only this location (virtual ones too)")
+]
 
 
 class WorkOrderCreate(BaseModel):

@@ -16,7 +16,14 @@ from fastapi import APIRouter, Body, Header, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from taktline_cloud.api.deps import Service
-from taktline_cloud.api.schemas import Code, ReceiptCreate, ReservationConsume, ReservationCreate
+from taktline_cloud.api.schemas import (
+    Code,
+    ItemFilter,
+    LocationFilter,
+    ReceiptCreate,
+    ReservationConsume,
+    ReservationCreate,
+)
 from taktline_cloud.readmodels import (
     BalanceRow,
     CountRow,
@@ -45,11 +52,8 @@ async def stock(service: Service) -> list[StockRow]:
 @router.get("/balances", responses={404: {"description": "No such item or location"}})
 async def balances(
     service: Service,
-    item: Annotated[str | None, Query(min_length=1, description="only this item")] = None,
-    location: Annotated[
-        str | None,
-        Query(min_length=1, description="only this location (virtual ones too)"),
-    ] = None,
+    item: ItemFilter = None,
+    location: LocationFilter = None,
 ) -> list[BalanceRow]:
     """On hand, reserved and available per item and location (internal ones by default)."""
     return await service.read(lambda plant: plant.balances(item, location))
@@ -58,7 +62,7 @@ async def balances(
 @router.get("/ledger")
 async def ledger(
     service: Service,
-    item: Annotated[str | None, Query(min_length=1, description="only this item")] = None,
+    item: ItemFilter = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="newest entries first")] = 200,
 ) -> list[LedgerRow]:
     """The stock ledger's latest entries."""
@@ -90,11 +94,8 @@ async def receive(body: StockReceipt, service: Service) -> LedgerRow:
 @router.get("/lots", responses={404: {"description": "No such item or location"}})
 async def lots(
     service: Service,
-    item: Annotated[str | None, Query(min_length=1, description="only this item")] = None,
-    location: Annotated[
-        str | None,
-        Query(min_length=1, description="only this location (virtual ones too)"),
-    ] = None,
+    item: ItemFilter = None,
+    location: LocationFilter = None,
 ) -> list[LotRow]:
     """Stock by item, location and lot (internal locations by default): one row per lot,
     oldest first, and a row with lot null for the stock kept without a lot."""
@@ -160,7 +161,7 @@ async def counts(
         str | None,
         Query(alias="status", description="pending | posted | approved | rejected"),
     ] = None,
-    item: Annotated[str | None, Query(min_length=1, description="only this item")] = None,
+    item: ItemFilter = None,
 ) -> list[CountRow]:
     """Counts, newest first."""
     return await service.read(lambda plant: plant.counts(status_, item))

@@ -767,12 +767,7 @@ class Session:
 
     def balance_rows(self, item: str | None = None, location: str | None = None) -> list[Balance]:
         """Balances by item and location (of one item and/or location, or all)."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (("item", item), ("location", location)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _equal_to((("item", item), ("location", location)))
         statement = "SELECT item, location, on_hand, reserved FROM stock_balances"
         if where:
             statement += " WHERE " + " AND ".join(where)
@@ -842,12 +837,7 @@ class Session:
     ) -> list[LotBalance]:
         """Lot balances (of one item and/or location, or all), by item, location and then
         the lots oldest first (FIFO order)."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (("b.item", item), ("b.location", location)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _equal_to((("b.item", item), ("b.location", location)))
         statement = (
             "SELECT b.item, b.location, b.lot, b.on_hand FROM stock_lot_balances b"
             " JOIN lots l ON l.item = b.item AND l.code = b.lot"
@@ -943,12 +933,7 @@ class Session:
         open_only: bool = True,
     ) -> list[Reservation]:
         """Reservations, oldest first (open ones only unless `open_only` is False)."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (("item", item), ("location", location), ("demand", demand)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _equal_to((("item", item), ("location", location), ("demand", demand)))
         if open_only:
             where.append("closed_at IS NULL")
         statement = f"SELECT {_RESERVATION_COLUMNS} FROM reservations"
@@ -1527,12 +1512,7 @@ class Session:
     ) -> list[tuple[str, str, str, Decimal, int, int, date, date]]:
         """(id, item, source, quantity, due bucket, release bucket, due date, release date) of
         the latest run's planned orders, by item and due bucket."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (("item", item), ("source", source)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _equal_to((("item", item), ("source", source)))
         statement = (
             "SELECT id, item, source, quantity, due_bucket, release_bucket, due_date,"
             " release_date FROM mrp_planned_orders"
@@ -1604,3 +1584,10 @@ class Session:
                 (item, demand),
             )
         ]
+
+
+def _equal_to(pairs: Iterable[tuple[str, object]]) -> tuple[list[str], list[object]]:
+    """WHERE conditions `column = ?` and their parameters, for the pairs whose value is given
+    (None: no condition on that column)."""
+    given = [(column, value) for column, value in pairs if value is not None]
+    return [f"{column} = ?" for column, _ in given], [value for _, value in given]
